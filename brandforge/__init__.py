@@ -1,0 +1,1 @@
+"""BrandForge shared core: params, settings, brand kit, base pipeline loading, CLI."""

@@ -1,0 +1,3 @@
+from brandforge.cli import app
+
+app(prog_name="brandforge")

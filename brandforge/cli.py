@@ -1,0 +1,46 @@
+"""The `brandforge` command line.
+
+Stage packages plug their sub-commands in through the `brandforge.commands` entry-point group
+(see pyproject.toml), so this core package never imports the stages above it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="BrandForge: brand-safe generative marketing visuals. "
+    "Run `dvc repro` for the whole training pipeline, or one stage with the commands below.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Libraries we drive are chatty at INFO; keep the stage's own progress readable.
+    for noisy in ("urllib3", "filelock", "alembic", "httpx", "numexpr", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register_plugins() -> None:
+    for ep in sorted(entry_points(group="brandforge.commands"), key=lambda e: e.name):
+        target = ep.load()
+        if isinstance(target, typer.Typer):
+            app.add_typer(target, name=ep.name)
+        else:
+            app.command(ep.name)(target)
+
+
+_register_plugins()

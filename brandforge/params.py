@@ -1,0 +1,147 @@
+"""Typed `params.yaml`: every hyperparameter of the pipeline, one section per stage.
+
+Each section is a frozen pydantic model with ``extra="forbid"``, so a typo or a wrong type is an
+error that names the key and the file instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is missing, unreadable or does not match the schema."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoBrandParams(_Section):
+    """The generated demo brand (only used when `data.brand` is the demo brand)."""
+
+    n_images: int = Field(320, ge=4, le=100_000)
+    seed: int = 0
+
+
+class DataParams(_Section):
+    brand: str = Field("acme", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    brands_dir: str = "data/brands"
+    demo_brand: str = Field("acme", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    demo: DemoBrandParams = DemoBrandParams()
+
+
+class PrepareParams(_Section):
+    min_size: int = Field(32, ge=1, description="smallest accepted image side, in pixels")
+    center_crop: bool = True
+
+
+class PretrainParams(_Section):
+    """Pretraining of the embedded base model on the generated generic corpus."""
+
+    corpus_size: int = Field(4096, ge=16)
+    vae_steps: int = Field(400, ge=0)
+    vae_lr: float = Field(1e-3, gt=0)
+    unet_steps: int = Field(1500, ge=0)
+    unet_lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    time_budget_s: float = Field(330, gt=0, description="stop pretraining after this long")
+
+
+class BaseParams(_Section):
+    model: str = "embedded"
+    # The model's native resolution: `prepare` resizes the brand images to it.
+    resolution: int = Field(32, ge=8, le=2048)
+    seed: int = 0
+    pretrain: PretrainParams = PretrainParams()
+
+
+class EvidenceParams(_Section):
+    """Base vs base+adapter on fixed brand prompts and seeds (the "did it learn" check)."""
+
+    prompts: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+    num_inference_steps: int = Field(20, ge=1)
+    guidance_scale: float = Field(5.0, ge=0)
+
+
+class TrainParams(_Section):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(8.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"], min_length=1
+    )
+    text_encoder_lora: bool = False
+    text_encoder_rank: int = Field(4, ge=1)
+    text_encoder_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"], min_length=1
+    )
+    max_steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    snr_gamma: float | None = Field(5.0, gt=0, description="min-SNR weighting; null disables")
+    caption_dropout: float = Field(0.0, ge=0, lt=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    validation_every: int = Field(100, ge=1)
+    validation_prompts: list[str] = Field(default_factory=list)
+    seed: int = 42
+    evidence: EvidenceParams = EvidenceParams()
+
+    @field_validator("target_modules", "text_encoder_target_modules")
+    @classmethod
+    def _no_blank_modules(cls, value: list[str]) -> list[str]:
+        if any(not m.strip() for m in value):
+            raise ValueError("module names must be non-empty")
+        return value
+
+
+class Params(_Section):
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    base: BaseParams = BaseParams()
+    train: TrainParams = TrainParams()
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {len(err.errors())} invalid setting(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key (check the spelling; see params.yaml docs)")
+        else:
+            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any] | None, *, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; raises ParamsError naming every bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate `params.yaml`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,35 @@
+"""Runtime settings from the environment (never from `params.yaml`).
+
+With nothing set, everything is embedded: MLflow on `sqlite:///mlflow.db` with artifacts in
+`./mlartifacts`. Production points the same code elsewhere by environment alone.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BRANDFORGE_", extra="ignore")
+
+    # MLFLOW_TRACKING_URI (MLflow's own variable) wins over this when set.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    # Where a newly created experiment keeps its artifacts; ignored for a tracking server
+    # that proxies artifacts (it decides).
+    artifact_root: str = "mlartifacts"
+    experiment_prefix: str = "brandforge"
+    # Cached VAE latents / text embeddings, keyed by dataset hash and base model identity.
+    cache_dir: Path = Path("cache")
+
+    def resolved_tracking_uri(self) -> str:
+        import os
+
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

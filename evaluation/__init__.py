@@ -1,0 +1,1 @@
+"""Evaluation: brand-compliance metrics as pure functions."""

@@ -1,0 +1,1 @@
+"""Training: demo brand data, dataset preparation, the embedded base model, the LoRA trainer."""

@@ -1,0 +1,106 @@
+"""`brandforge data|base|train`: the training stages that `dvc.yaml` calls.
+
+Each command reads `params.yaml`, runs one stage module and turns the errors a user can act on
+(bad params, a bad brand folder, a missing base model) into one clear message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brandforge.brandkit import BrandKitError
+from brandforge.params import Params, ParamsError, load_params
+from brandforge.pipeline import BaseModelError
+
+log = logging.getLogger(__name__)
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", "-p", help="The params file (every hyperparameter).")
+]
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="Project root: data, models and metrics are relative to it.")
+]
+
+data_app = typer.Typer(help="Brand datasets: generate the demo brand, validate and prepare one.")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [ParamsError, BrandKitError, BaseModelError]
+    try:
+        from training.prepare import DatasetError
+
+        errors.append(DatasetError)
+    except ImportError:  # pragma: no cover - during partial installs only
+        pass
+    return tuple(errors)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    try:
+        yield
+    except _user_errors() as err:
+        typer.secho(f"{name}: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _run(name: str, params_path: Path, runner: Callable[[Params], object]) -> object:
+    with _stage(name):
+        params = load_params(params_path)
+        return runner(params)
+
+
+@data_app.command("demo")
+def demo_command(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Generate the deterministic demo brand (`data.demo_brand`) under `data.brands_dir`."""
+    from training import demo_brand
+
+    out = _run("demo", params, lambda p: demo_brand.run(p, root=root))
+    typer.echo(f"demo brand written to {out}")
+
+
+@data_app.command("prepare")
+def prepare_command(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Validate the brand (`data.brand`) and write the prepared dataset and its content hash."""
+    from training import prepare
+
+    result = _run("prepare", params, lambda p: prepare.run(p, root=root))
+    if isinstance(result, dict):
+        typer.echo(
+            f"prepared {result.get('n_images')} images, dataset hash {result.get('hash')} "
+            "→ data/prepared"
+        )
+
+
+def base_command(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path(".")) -> None:
+    """Build and pretrain the embedded base model, or check and record an external one."""
+    from training import base_model
+
+    ref = _run("base", params, lambda p: base_model.run(p, root=root))
+    typer.echo(f"base model ready: {ref}")
+
+
+def train_command(
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many steps (overrides train.max_steps).")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore existing checkpoints and start from step 0.")
+    ] = False,
+) -> None:
+    """Fine-tune a LoRA adapter on the prepared brand dataset, tracked in MLflow."""
+    from training import train_lora
+
+    _run(
+        "train",
+        params,
+        lambda p: train_lora.run(p, root=root, stop_after=max_steps, fresh=fresh),
+    )
