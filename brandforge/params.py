@@ -44,12 +44,15 @@ class PretrainParams(_Section):
     """Pretraining of the embedded base model on the generated generic corpus."""
 
     corpus_size: int = Field(4096, ge=16)
-    vae_steps: int = Field(400, ge=0)
-    vae_lr: float = Field(1e-3, gt=0)
-    unet_steps: int = Field(1500, ge=0)
+    vae_steps: int = Field(300, ge=0)
+    vae_lr: float = Field(2e-3, gt=0)
+    unet_steps: int = Field(3000, ge=0, description="upper bound; the time budget usually ends it")
     unet_lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    time_budget_s: float = Field(330, gt=0, description="stop pretraining after this long")
+    batch_size: int = Field(16, ge=1)
+    time_budget_s: float = Field(
+        300, gt=0, description="the whole embedded build (training, saving, checks) stops by then"
+    )
+    check_steps: int = Field(20, ge=1, description="DDIM steps of the final colour-following check")
 
 
 class BaseParams(_Section):
@@ -70,8 +73,8 @@ class EvidenceParams(_Section):
 
 
 class TrainParams(_Section):
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(8.0, gt=0)
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"], min_length=1
@@ -91,7 +94,7 @@ class TrainParams(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     snr_gamma: float | None = Field(5.0, gt=0, description="min-SNR weighting; null disables")
-    caption_dropout: float = Field(0.0, ge=0, lt=1)
+    caption_dropout: float = Field(0.05, ge=0, lt=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     validation_every: int = Field(100, ge=1)

@@ -8,6 +8,7 @@ that same folder (`"model": "."`); for a Hugging Face id or an outside folder it
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,7 +52,9 @@ def read_base_reference(base_dir: str | Path) -> BaseReference:
     try:
         return BaseReference(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as err:
-        raise BaseModelError(f"{path}: unreadable base reference ({err}); rerun `dvc repro base`")
+        raise BaseModelError(
+            f"{path}: unreadable base reference ({err}); rerun `dvc repro base`"
+        ) from None
 
 
 def pipeline_kind(pipe: Any) -> Literal["sd", "sdxl"]:
@@ -59,14 +62,16 @@ def pipeline_kind(pipe: Any) -> Literal["sd", "sdxl"]:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
-def load_pipeline(location: str | Path, *, device: str = "cpu", dtype: Any = None) -> DiffusionPipeline:
-    """Load a diffusers pipeline from a folder or the local Hugging Face cache, never the network."""
+def load_pipeline(
+    location: str | Path, *, device: str = "cpu", dtype: Any = None
+) -> DiffusionPipeline:
+    """Load a diffusers pipeline from a folder or the local HF cache, never the network."""
     import torch
     from diffusers import DiffusionPipeline
 
     try:
         pipe = DiffusionPipeline.from_pretrained(
-            str(location), torch_dtype=dtype or torch.float32, local_files_only=True
+            str(location), dtype=dtype or torch.float32, local_files_only=True
         )
     except (OSError, ValueError) as err:
         raise BaseModelError(
@@ -77,7 +82,44 @@ def load_pipeline(location: str | Path, *, device: str = "cpu", dtype: Any = Non
     return pipe.to(device)
 
 
-def load_base(base_dir: str | Path, *, device: str = "cpu", dtype: Any = None) -> tuple[Any, BaseReference]:
+def load_base(
+    base_dir: str | Path, *, device: str = "cpu", dtype: Any = None
+) -> tuple[Any, BaseReference]:
     """The base pipeline named by `models/base/brandforge_base.json`, and its reference."""
     ref = read_base_reference(base_dir)
     return load_pipeline(ref.location(Path(base_dir)), device=device, dtype=dtype), ref
+
+
+def image_grid(images: list[Any], *, cols: int, upscale: int) -> Any:
+    """Tile images row-major into one picture, enlarged for viewing in the MLflow UI."""
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % cols) * w, (i // cols) * h))
+    if upscale > 1:
+        grid = grid.resize((grid.width * upscale, grid.height * upscale), Image.Resampling.NEAREST)
+    return grid
+
+
+def generate(
+    pipe: Any, prompts: list[str], seeds: list[int], *, steps: int, guidance: float, resolution: int
+) -> list[Any]:
+    """One image per (prompt, seed), prompt-major, same noise for the same seed."""
+    import torch
+
+    all_prompts = [p for p in prompts for _ in seeds]
+    generators = [torch.Generator("cpu").manual_seed(s) for _ in prompts for s in seeds]
+    with torch.no_grad():
+        return list(
+            pipe(
+                all_prompts,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generators,
+                height=resolution,
+                width=resolution,
+            ).images
+        )

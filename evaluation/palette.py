@@ -93,7 +93,9 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     )
 
 
-def nearest_palette_distance(image: np.ndarray, palette: Sequence[RGB]) -> tuple[np.ndarray, np.ndarray]:
+def nearest_palette_distance(
+    image: np.ndarray, palette: Sequence[RGB]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: CIEDE2000 distance to the nearest palette colour, and that colour's index."""
     if len(palette) == 0:
         raise ValueError("palette is empty")

@@ -31,7 +31,9 @@ data_app = typer.Typer(help="Brand datasets: generate the demo brand, validate a
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [ParamsError, BrandKitError, BaseModelError]
+    from training.train_lora import TrainingError
+
+    errors: list[type[Exception]] = [ParamsError, BrandKitError, BaseModelError, TrainingError]
     try:
         from training.prepare import DatasetError
 
@@ -98,9 +100,19 @@ def train_command(
 ) -> None:
     """Fine-tune a LoRA adapter on the prepared brand dataset, tracked in MLflow."""
     from training import train_lora
+    from training.summary import format_summary
 
-    _run(
+    result = _run(
         "train",
         params,
         lambda p: train_lora.run(p, root=root, stop_after=max_steps, fresh=fresh),
     )
+    if not isinstance(result, train_lora.TrainResult):
+        return
+    if result.completed:
+        typer.echo(format_summary(result.metrics, run_url=result.run_url))
+    else:
+        typer.echo(
+            f"stopped at step {result.step}; run `brandforge train` again to resume "
+            f"(MLflow run {result.run_id})"
+        )

@@ -1,0 +1,68 @@
+# BrandForge set-up. `make demo` trains the demo brand end to end; `make test` runs the tests.
+#
+#   TORCH_SPEC   torch requirement to install first, e.g. TORCH_SPEC="torch==2.13.0" (default:
+#                install the CPU build torch==2.13.0 only when the venv has no torch yet).
+#                GPU users: TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+#   PYTHON       interpreter for the virtual environment (default python3, 3.11 or 3.12)
+#   VENV         where the virtual environment lives (default .venv)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?=
+DEFAULT_TORCH := torch==2.13.0
+
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
+# Stage commands in dvc.yaml call `brandforge`, so the venv's bin must come first.
+export PATH := $(BIN):$(PATH)
+# Quieter third-party output; nothing is ever downloaded from a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+export DIFFUSERS_VERBOSITY := error
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install install-test demo test lint clean-outputs
+
+help:
+	@echo "make demo    create $(VENV), install, and run the training pipeline (dvc repro)"
+	@echo "make test    install the test extras and run the whole test suite"
+	@echo "make lint    ruff and mypy"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: if pip resolved it as a dependency it would fetch a multi-GB CUDA build.
+$(VENV)/.torch: | $(PY)
+	@if [ -n "$(TORCH_SPEC)" ]; then \
+		echo "installing $(TORCH_SPEC)"; $(PY) -m pip install $(TORCH_SPEC); \
+	elif ! $(PY) -c "import torch" 2>/dev/null; then \
+		echo "installing $(DEFAULT_TORCH) (CPU)"; $(PY) -m pip install "$(DEFAULT_TORCH)"; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	@test -d .git || (echo "make demo needs a git checkout (DVC and lineage use it)"; exit 1)
+	@test -d .dvc || $(BIN)/dvc init -q
+	$(BIN)/dvc repro
+	@echo
+	@$(BIN)/dvc metrics show
+	@$(PY) -m training.summary
+
+test: install-test
+	$(PY) -m pytest
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy brandforge training evaluation

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny real models and a prepared demo dataset, built once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 32 px SD 1.x pipeline folder with its base reference."""
+    from tests.tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "base")
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project root holding a small prepared demo brand (data/prepared)."""
+    from brandforge.params import parse_params
+    from training import demo_brand, prepare
+
+    root = tmp_path_factory.mktemp("prepared")
+    params = parse_params({"data": {"demo": {"n_images": 24}}})
+    demo_brand.run(params, root=root)
+    prepare.run(params, root=root)
+    return root
+
+
+@pytest.fixture
+def train_root(
+    tmp_path: Path, tiny_sd_dir: Path, prepared_demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A fresh project root with prepared data, the tiny base and its own MLflow store."""
+    shutil.copytree(prepared_demo / "data", tmp_path / "data")
+    shutil.copytree(tiny_sd_dir, tmp_path / "models" / "base")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BRANDFORGE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("BRANDFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    from brandforge.settings import get_settings
+
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
