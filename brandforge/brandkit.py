@@ -42,11 +42,12 @@ class PaletteColor(_Strict):
         return (int(self.hex[1:3], 16), int(self.hex[3:5], 16), int(self.hex[5:7], 16))
 
 
+Placement = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]
+
+
 class LogoRules(_Strict):
     file: str
-    placement: list[Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]] = (
-        Field(default_factory=lambda: ["bottom-right"])
-    )
+    placement: list[Placement] = Field(default_factory=lambda: list[Placement](["bottom-right"]))
     min_width_share: float = Field(0.05, gt=0, le=1)
     max_width_share: float = Field(0.3, gt=0, le=1)
 

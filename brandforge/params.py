@@ -66,8 +66,17 @@ class BaseParams(_Section):
 class EvidenceParams(_Section):
     """Base vs base+adapter on fixed brand prompts and seeds (the "did it learn" check)."""
 
-    prompts: list[str] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+    # `{brand}` is replaced by the brand kit's trigger phrase.
+    prompts: list[str] = Field(
+        default_factory=lambda: [
+            "{brand} banner",
+            "{brand} product card",
+            "{brand} social tile",
+            "{brand} poster",
+        ],
+        min_length=1,
+    )
+    seeds: list[int] = Field(default_factory=lambda: list(range(8)), min_length=1)
     num_inference_steps: int = Field(20, ge=1)
     guidance_scale: float = Field(5.0, ge=0)
 

@@ -11,10 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
+from typing import Any, Literal
 
 REFERENCE_FILE = "brandforge_base.json"
 
@@ -62,9 +59,7 @@ def pipeline_kind(pipe: Any) -> Literal["sd", "sdxl"]:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 
 
-def load_pipeline(
-    location: str | Path, *, device: str = "cpu", dtype: Any = None
-) -> DiffusionPipeline:
+def load_pipeline(location: str | Path, *, device: str = "cpu", dtype: Any = None) -> Any:
     """Load a diffusers pipeline from a folder or the local HF cache, never the network."""
     import torch
     from diffusers import DiffusionPipeline

@@ -27,7 +27,7 @@ def format_summary(metrics: dict[str, Any], *, run_url: str | None = None) -> st
             f"(adapter), delta {pa.get('delta')} [95% CI {lo}..{hi}] on {pa.get('n_images')} images"
         )
     lines += [
-        "  next:      mlflow ui --backend-store-uri sqlite:///mlflow.db   (runs, loss, image grids)",
+        "  next:      mlflow ui --backend-store-uri sqlite:///mlflow.db  (runs, loss, image grids)",
         "             dvc metrics show; dvc plots show; dvc exp run -S train.rank=8",
         "",
     ]

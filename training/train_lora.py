@@ -142,11 +142,11 @@ def build_cache(
     for start in tqdm(range(0, len(files), batch), desc="caching latents", unit="batch"):
         pixels = []
         for path in files[start : start + batch]:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if img.size != (resolution, resolution):
-                    img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-                pixels.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+            with Image.open(path) as opened:
+                rgb = opened.convert("RGB")
+            if rgb.size != (resolution, resolution):
+                rgb = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC)
+            pixels.append(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0)
         x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(device, vae.dtype)
         with torch.no_grad():
             dist = vae.encode(x).latent_dist
@@ -301,7 +301,7 @@ def run(
     unet.add_adapter(
         LoraConfig(
             r=tp.rank,
-            lora_alpha=tp.alpha,
+            lora_alpha=tp.alpha,  # type: ignore[arg-type]  # peft accepts a float scale
             lora_dropout=tp.dropout,
             init_lora_weights="gaussian",
             target_modules=list(tp.target_modules),

@@ -138,3 +138,26 @@ def test_batches_depend_only_on_their_position():
     c = train_lora.batch_indices(seed=1, step=6, micro=0, process=0, n=10, size=4)
     assert list(a) == list(b) and list(a) != list(c)
     assert len(set(a)) == 4  # without replacement when the dataset is large enough
+
+
+def test_trainer_handles_an_sdxl_base(train_root: Path):
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+
+    from brandforge.pipeline import BaseReference, write_base_reference
+    from tests.training.helpers_sdxl import save_tiny_sdxl
+
+    base = train_root / "models/base"
+    shutil.rmtree(base)
+    save_tiny_sdxl(base)
+    write_base_reference(
+        base,
+        BaseReference(model=".", kind="sdxl", identity="tiny-sdxl", source="local", resolution=32),
+    )
+    result = train_lora.run(_params(max_steps=2, checkpoint_every=2), root=train_root)
+    assert result.completed
+    assert mlflow.get_run(result.run_id).data.tags["brandforge.base_kind"] == "sdxl"
+    pipe = StableDiffusionXLPipeline.from_pretrained(base, local_files_only=True)
+    pipe.load_lora_weights(train_root / "models/lora")
+    assert pipe.get_list_adapters()["unet"]

@@ -1,0 +1,205 @@
+"""The real pipeline, end to end: `dvc repro` in a fresh git repo on a micro configuration.
+
+Everything is real: DVC, the embedded base build (a few steps), the LoRA trainer, MLflow on the
+default `sqlite:///mlflow.db`, `mlflow.diffusers` logging and loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+MICRO_PARAMS = {
+    "data": {"demo": {"n_images": 16}},
+    "base": {
+        "pretrain": {
+            "corpus_size": 32,
+            "vae_steps": 2,
+            "unet_steps": 2,
+            "batch_size": 8,
+            "time_budget_s": 60,
+            "check_steps": 2,
+        }
+    },
+    "train": {
+        "max_steps": 4,
+        "batch_size": 4,
+        "checkpoint_every": 2,
+        "validation_every": 2,
+        "evidence": {"prompts": ["{brand} banner"], "seeds": [0, 1], "num_inference_steps": 3},
+    },
+}
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh git + DVC repo holding the project's code and a micro params.yaml, reproduced."""
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("brandforge", "training", "evaluation"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in MICRO_PARAMS.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                defaults[section][key].update(value)
+            else:
+                defaults[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(defaults, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BRANDFORGE_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        HF_HUB_OFFLINE="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    _run(["git", "init", "-q"], repo, env)
+    _run([str(BIN / "dvc"), "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "micro project"], repo, env)
+    _run([str(BIN / "dvc"), "repro"], repo, env)
+    return repo, env
+
+
+def _train_metrics(repo: Path) -> dict:
+    return json.loads((repo / "metrics/train.json").read_text())
+
+
+def test_repro_tracks_the_run_in_mlflow(project, monkeypatch):
+    import mlflow
+
+    repo, _ = project
+    metrics = _train_metrics(repo)
+    assert metrics["steps"] == 4
+    monkeypatch.chdir(repo)  # the default store is sqlite:///mlflow.db in the project root
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    run = mlflow.get_run(metrics["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_steps"] == "4"
+    assert (
+        run.data.tags["brandforge.dataset_hash"]
+        == json.loads((repo / "data/prepared/dataset.json").read_text())["hash"]
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    assert run.data.tags["brandforge.git_commit"].startswith(commit)
+    assert run.data.tags["brandforge.base_source"] == "embedded"
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any("validation" in p for p in images)
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.name == "brandforge-acme"
+    assert (repo / "mlartifacts").is_dir()
+
+
+def test_logged_model_loads_with_the_diffusers_flavor_and_generates(project, monkeypatch):
+    import mlflow
+    import mlflow.diffusers
+    import numpy as np
+
+    repo, _ = project
+    monkeypatch.chdir(repo)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    model = mlflow.diffusers.load_model(_train_metrics(repo)["model_uri"])
+    assert model.adapter_type == "lora"
+    assert Path(model.base_model) == (repo / "models/base").resolve()
+    pipe = model.load_pipeline(device="cpu")
+    image = pipe(
+        "acme banner",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        generator=__import__("torch").Generator().manual_seed(0),
+    ).images[0]
+    assert image.size == (32, 32) and np.asarray(image).std() > 0
+
+    pyfunc = mlflow.pyfunc.load_model(_train_metrics(repo)["model_uri"])
+    out = pyfunc.predict(
+        ["acme banner"], params={"num_inference_steps": 2, "height": 32, "width": 32}
+    )
+    assert out[0][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adapter_loads_into_the_base_pipeline_and_changes_its_output(project):
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    repo, _ = project
+    pipe = StableDiffusionPipeline.from_pretrained(repo / "models/base", local_files_only=True)
+
+    def render() -> np.ndarray:
+        return pipe(
+            "acme banner",
+            num_inference_steps=3,
+            height=32,
+            width=32,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images[0]
+
+    before = render()
+    pipe.load_lora_weights(repo / "models/lora")
+    assert pipe.get_list_adapters()["unet"]
+    after = render()
+    assert np.abs(after - before).max() > 1e-6
+
+
+def test_second_repro_is_a_no_op_and_metrics_are_visible(project):
+    repo, env = project
+    lock = (repo / "dvc.lock").read_text()
+    out = _run([str(BIN / "dvc"), "repro"], repo, env).stdout
+    assert "up to date" in out.lower()
+    assert (repo / "dvc.lock").read_text() == lock
+    shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env).stdout
+    assert "palette_adherence" in shown and "final_loss" in shown
+    _run([str(BIN / "dvc"), "plots", "show", "-o", str(repo / "plots_html")], repo, env)
+    assert (repo / "plots_html" / "index.html").is_file()
+
+
+def test_dvc_experiment_with_a_changed_rank(project):
+    repo, env = project
+    before = _train_metrics(repo)["mlflow_run_id"]
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "first repro"], repo, env)
+    out = _run([str(BIN / "dvc"), "exp", "run", "-S", "train.rank=4"], repo, env)
+    assert "train" in out.stdout + out.stderr
+    after = _train_metrics(repo)
+    assert after["mlflow_run_id"] != before
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    assert mlflow.get_run(after["mlflow_run_id"]).data.params["train.rank"] == "4"
