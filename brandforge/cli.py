@@ -7,6 +7,7 @@ Stage packages plug their sub-commands in through the `brandforge.commands` entr
 from __future__ import annotations
 
 import logging
+import os
 from importlib.metadata import entry_points
 from typing import Annotated
 
@@ -24,6 +25,10 @@ app = typer.Typer(
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
+    # Offline is the normal case: never reach for a model hub, and keep library chatter out of
+    # the stage output (set these yourself to override).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

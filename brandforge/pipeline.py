@@ -63,7 +63,9 @@ def load_pipeline(location: str | Path, *, device: str = "cpu", dtype: Any = Non
     """Load a diffusers pipeline from a folder or the local HF cache, never the network."""
     import torch
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()  # loading takes a second; its bars are noise
     try:
         pipe = DiffusionPipeline.from_pretrained(
             str(location), dtype=dtype or torch.float32, local_files_only=True
