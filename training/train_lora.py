@@ -15,7 +15,10 @@ import hashlib
 import json
 import logging
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,6 +381,7 @@ def run(
         except mlflow.exceptions.MlflowException:
             log.warning("MLflow run %s of the checkpoint is gone; starting a new run", run_id)
             run_id = None
+    restore_sigterm = _terminate_as_exit()
     active = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{info['brand']}-lora")
     try:
         if run_id is None:
@@ -618,11 +622,29 @@ def run(
             adapter_dir=adapter_dir,
             metrics=metrics,
         )
+    except (KeyboardInterrupt, SystemExit):
+        # Interrupted (Ctrl-C, or SIGTERM via _terminate_as_exit): resumable from a checkpoint.
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
+    finally:
+        restore_sigterm()
     mlflow.end_run()
     return result
+
+
+def _terminate_as_exit() -> Callable[[], None]:
+    """Turn SIGTERM into SystemExit so the MLflow run ends as KILLED, not stuck RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def save_adapter(pipe: Any, unet: Any, text_encoders: list[Any], out_dir: Path) -> Path:

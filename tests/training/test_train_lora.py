@@ -161,3 +161,51 @@ def test_trainer_handles_an_sdxl_base(train_root: Path):
     pipe = StableDiffusionXLPipeline.from_pretrained(base, local_files_only=True)
     pipe.load_lora_weights(train_root / "models/lora")
     assert pipe.get_list_adapters()["unet"]
+
+
+def test_a_training_killed_by_sigterm_ends_killed_and_resumes(train_root: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    train = {**MICRO, "max_steps": 200, "checkpoint_every": 1, "validation_every": 1000}
+    (train_root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brandforge", "train"],
+        cwd=train_root,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while not list((train_root / "checkpoints").glob("*/step-000002/state.json")):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    killed_at = max(
+        int(p.name.split("-")[1]) for p in (train_root / "checkpoints").glob("*/step-*")
+    )
+    assert killed_at >= 2
+
+    resumed = train_lora.run(
+        parse_params({"train": {**train, "max_steps": killed_at + 1}}), root=train_root
+    )
+    # max_steps changed, so this is a different configuration: it must NOT resume.
+    assert resumed.metrics["resumed_from_step"] == 0
+    resumed = train_lora.run(
+        parse_params({"train": train}), root=train_root, stop_after=killed_at + 1
+    )
+    assert resumed.run_id == runs[0].info.run_id and resumed.step == killed_at + 1
