@@ -44,13 +44,13 @@ class PretrainParams(_Section):
     """Pretraining of the embedded base model on the generated generic corpus."""
 
     corpus_size: int = Field(4096, ge=16)
-    vae_steps: int = Field(300, ge=0)
+    vae_steps: int = Field(600, ge=0)
     vae_lr: float = Field(2e-3, gt=0)
     unet_steps: int = Field(3000, ge=0, description="upper bound; the time budget usually ends it")
     unet_lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(16, ge=1)
     time_budget_s: float = Field(
-        300, gt=0, description="the whole embedded build (training, saving, checks) stops by then"
+        315, gt=0, description="the whole embedded build (training, saving, checks) stops by then"
     )
     check_steps: int = Field(20, ge=1, description="DDIM steps of the final colour-following check")
 
