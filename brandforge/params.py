@@ -44,7 +44,7 @@ class PretrainParams(_Section):
     """Pretraining of the embedded base model on the generated generic corpus."""
 
     corpus_size: int = Field(4096, ge=16)
-    vae_steps: int = Field(600, ge=0)
+    vae_steps: int = Field(0, ge=0, description="fine-tuning of the colour-preserving VAE")
     vae_lr: float = Field(2e-3, gt=0)
     unet_steps: int = Field(3000, ge=0, description="upper bound; the time budget usually ends it")
     unet_lr: float = Field(1e-3, gt=0)
