@@ -78,7 +78,7 @@ class EvidenceParams(_Section):
     )
     seeds: list[int] = Field(default_factory=lambda: list(range(8)), min_length=1)
     num_inference_steps: int = Field(20, ge=1)
-    guidance_scale: float = Field(5.0, ge=0)
+    guidance_scale: float = Field(2.0, ge=0)
 
 
 class TrainParams(_Section):
@@ -93,7 +93,7 @@ class TrainParams(_Section):
     text_encoder_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"], min_length=1
     )
-    max_steps: int = Field(300, ge=1)
+    max_steps: int = Field(600, ge=1)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
