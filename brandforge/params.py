@@ -111,6 +111,13 @@ class TrainParams(_Section):
     seed: int = 42
     evidence: EvidenceParams = EvidenceParams()
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no_is_false(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `no` as false, and tools that rewrite params.yaml
+        # (`dvc exp run -S ...`) drop the quotes; false can only mean "no".
+        return "no" if value is False else value
+
     @field_validator("target_modules", "text_encoder_target_modules")
     @classmethod
     def _no_blank_modules(cls, value: list[str]) -> list[str]:

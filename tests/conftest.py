@@ -45,8 +45,11 @@ def train_root(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("BRANDFORGE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     monkeypatch.setenv("BRANDFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    import mlflow
+
     from brandforge.settings import get_settings
 
     get_settings.cache_clear()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # MLflow's global state
     yield tmp_path
     get_settings.cache_clear()

@@ -282,7 +282,7 @@ def _build_embedded(
 
 @torch.no_grad()
 def _colour_preserving_init(vae: Any, *, k: float = 50.0, shift: float = 10.0) -> None:
-    """Set the VAE's weights so that it is, exactly, 4x4 average pooling of RGB / nearest upsampling.
+    """Set the VAE weights so it is exactly 4x4 average pooling of RGB and nearest upsampling.
 
     Trained from scratch within the CPU budget, the VAE was the ceiling of the whole product: it
     reconstructed the demo brand's images with 0.20 palette adherence (teal decoded as sky blue),

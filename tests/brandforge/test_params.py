@@ -56,3 +56,10 @@ def test_file_errors_name_the_file(tmp_path: Path):
     bad.write_text("train:\n  rank: 0\n")
     with pytest.raises(ParamsError, match=f"{bad}: 1 invalid"):
         load_params(bad)
+
+
+def test_unquoted_yaml_no_means_no_mixed_precision():
+    # `dvc exp run -S` rewrites params.yaml and drops the quotes around "no"
+    assert parse_params({"train": {"mixed_precision": False}}).train.mixed_precision == "no"
+    with pytest.raises(ParamsError, match="mixed_precision"):
+        parse_params({"train": {"mixed_precision": True}})

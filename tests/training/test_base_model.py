@@ -26,9 +26,15 @@ def test_micro_embedded_build_saves_a_standard_sd_folder(tmp_path):
     ref = run(params, root=tmp_path)
 
     base = tmp_path / "models" / "base"
-    for name in ("model_index.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-                 "text_encoder/model.safetensors", "unet/config.json", "vae/config.json",
-                 "scheduler/scheduler_config.json"):
+    for name in (
+        "model_index.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "text_encoder/model.safetensors",
+        "unet/config.json",
+        "vae/config.json",
+        "scheduler/scheduler_config.json",
+    ):
         assert (base / name).is_file(), name
     assert ref.source == "embedded" and ref.kind == "sd" and ref.model == "."
     assert read_base_reference(base) == ref

@@ -46,8 +46,18 @@ def test_corpus_covers_every_colour_and_layout():
     text = " ".join(captions)
     for colour in COLOUR_NAMES:
         assert f" {colour} " in f" {text} "
-    for word in ("circle", "square", "triangle", "card", "stripes", "band", "bars", "gradient",
-                 "split", "plain"):
+    for word in (
+        "circle",
+        "square",
+        "triangle",
+        "card",
+        "stripes",
+        "band",
+        "bars",
+        "gradient",
+        "split",
+        "plain",
+    ):
         assert word in text
 
 
