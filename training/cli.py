@@ -6,6 +6,7 @@ Each command reads `params.yaml`, runs one stage module and turns the errors a u
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import typer
 
 from brandforge.brandkit import BrandKitError
 from brandforge.params import Params, ParamsError, load_params
-from brandforge.pipeline import BaseModelError
+from brandforge.pipeline import BaseModelError, BaseReference
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,19 @@ def base_command(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path("
     from training import base_model
 
     ref = _run("base", params, lambda p: base_model.run(p, root=root))
-    typer.echo(f"base model ready: {ref}")
+    if not isinstance(ref, BaseReference):
+        return
+    metrics_file = root / base_model.METRICS_FILE
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    where = root / base_model.BASE_DIR if ref.model == "." else ref.model
+    typer.echo(f"\nbase model ({ref.source}, {ref.kind}, {ref.resolution} px): {where}")
+    typer.echo(f"  identity:  {ref.identity}")
+    if "colour_following" in metrics:
+        typer.echo(
+            f"  pretrained {metrics.get('unet_steps')} steps in {metrics.get('seconds')} s; "
+            f"colour following {metrics['colour_following']} (see metrics/base.json)"
+        )
+    typer.echo("  next:      brandforge train   (or `dvc repro`)")
 
 
 def train_command(
