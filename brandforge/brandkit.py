@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from brandforge.params import format_validation_errors
+
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -117,9 +119,4 @@ def load_brand_kit(path: str | Path) -> BrandKit:
     try:
         return BrandKit.model_validate(raw)
     except ValidationError as err:
-        lines = [f"{path}: {len(err.errors())} invalid setting(s)"]
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  - {key}: {msg}")
-        raise BrandKitError("\n".join(lines)) from None
+        raise BrandKitError(format_validation_errors(err, str(path))) from None

@@ -133,12 +133,13 @@ class Params(_Section):
     train: TrainParams = TrainParams()
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_validation_errors(err: ValidationError, source: str) -> str:
+    """One line per bad key, `section.key: what is wrong (got value)`, under the file's name."""
     lines = [f"{source}: {len(err.errors())} invalid setting(s)"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - {key}: unknown key (check the spelling; see params.yaml docs)")
+            lines.append(f"  - {key}: unknown key (check the spelling)")
         else:
             lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -149,7 +150,7 @@ def parse_params(raw: dict[str, Any] | None, *, source: str = "params.yaml") -> 
     try:
         return Params.model_validate(raw or {})
     except ValidationError as err:
-        raise ParamsError(_format_errors(err, source)) from None
+        raise ParamsError(format_validation_errors(err, source)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

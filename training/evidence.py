@@ -51,25 +51,18 @@ def measure_learning(
 
     images: dict[str, list[Any]] = {}
     with tqdm(total=2, desc="evidence: base vs adapter", unit="model") as bar:
-        images["base"] = generate(
-            pipe,
-            prompts,
-            seeds,
-            steps=params.num_inference_steps,
-            guidance=params.guidance_scale,
-            resolution=resolution,
-        )
-        bar.update(1)
-        pipe.load_lora_weights(str(adapter_dir))
-        images["adapter"] = generate(
-            pipe,
-            prompts,
-            seeds,
-            steps=params.num_inference_steps,
-            guidance=params.guidance_scale,
-            resolution=resolution,
-        )
-        bar.update(1)
+        for name in ("base", "adapter"):
+            if name == "adapter":
+                pipe.load_lora_weights(str(adapter_dir))
+            images[name] = generate(
+                pipe,
+                prompts,
+                seeds,
+                steps=params.num_inference_steps,
+                guidance=params.guidance_scale,
+                resolution=resolution,
+            )
+            bar.update(1)
     del pipe
 
     scores = {
