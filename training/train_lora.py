@@ -644,7 +644,11 @@ def _terminate_as_exit() -> Callable[[], None]:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def save_adapter(pipe: Any, unet: Any, text_encoders: list[Any], out_dir: Path) -> Path:
