@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from importlib.metadata import entry_points
 from typing import Annotated
 
@@ -29,6 +30,9 @@ def main(
     # the stage output (set these yourself to override).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():
+        # In logs (CI, `dvc repro > file`) a bar redrawn 10 times a second buries everything.
+        os.environ.setdefault("TQDM_MININTERVAL", "15")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
