@@ -53,7 +53,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	@test -d .git || (echo "make demo needs a git checkout (DVC and lineage use it)"; exit 1)
+	@git rev-parse --git-dir >/dev/null 2>&1 || (echo "make demo needs a git checkout (DVC and lineage use it)"; exit 1)
 	@test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc repro
 	@echo
