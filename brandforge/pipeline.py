@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 REFERENCE_FILE = "brandforge_base.json"
+# Where the `base` stage writes the base reference (and the embedded pipeline), from the root.
+BASE_DIR = Path("models/base")
 
 
 class BaseModelError(RuntimeError):

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from brandforge.params import Params, PretrainParams
 from brandforge.pipeline import (
+    BASE_DIR,
     BaseModelError,
     BaseReference,
     load_pipeline,
@@ -50,7 +51,6 @@ from training.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
 
-BASE_DIR = Path("models/base")
 METRICS_FILE = Path("metrics/base.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

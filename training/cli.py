@@ -17,7 +17,7 @@ import typer
 
 from brandforge.brandkit import BrandKitError
 from brandforge.params import Params, ParamsError, load_params
-from brandforge.pipeline import BaseModelError, BaseReference
+from brandforge.pipeline import BASE_DIR, BaseModelError, BaseReference
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def base_command(params: ParamsOpt = Path("params.yaml"), root: RootOpt = Path("
         return
     metrics_file = root / base_model.METRICS_FILE
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    where = root / base_model.BASE_DIR if ref.model == "." else ref.model
+    where = root / BASE_DIR if ref.model == "." else ref.model
     typer.echo(f"\nbase model ({ref.source}, {ref.kind}, {ref.resolution} px): {where}")
     typer.echo(f"  identity:  {ref.identity}")
     if "colour_following" in metrics:

@@ -24,13 +24,7 @@ log = logging.getLogger(__name__)
 
 def evidence_prompts(kit: BrandKit, params: EvidenceParams) -> list[str]:
     """The configured prompts, with `{brand}` replaced by the brand's trigger phrase."""
-    prompts = list(params.prompts) or [
-        "{brand} banner",
-        "{brand} product card",
-        "{brand} social tile",
-        "{brand} poster",
-    ]
-    return [p.replace("{brand}", kit.phrase) for p in prompts]
+    return [p.replace("{brand}", kit.phrase) for p in params.prompts]
 
 
 def measure_learning(

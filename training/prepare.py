@@ -37,7 +37,7 @@ _OTHER_IMAGE_EXTENSIONS = frozenset(
     ".apng .bmp .gif .ico .jfif .jp2 .jpe .pbm .pgm .pnm .ppm .psd .tga .tif .tiff".split()
 )
 _ORIENTATION = 0x0112
-PREPARED_DIR = "data/prepared"
+PREPARED_DIR = Path("data/prepared")
 METRICS_FILE = "metrics/prepare.json"
 
 

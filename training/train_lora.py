@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from brandforge.brandkit import load_brand_kit
 from brandforge.params import Params, TrainParams
 from brandforge.pipeline import (
+    BASE_DIR,
     BaseReference,
     generate,
     image_grid,
@@ -40,11 +41,11 @@ from brandforge.pipeline import (
 )
 from brandforge.settings import get_settings
 from brandforge.tracking import flatten, git_commit, params_hash, run_url, setup_mlflow
+from training.evidence import evidence_prompts, measure_learning
+from training.prepare import PREPARED_DIR
 
 log = logging.getLogger(__name__)
 
-PREPARED_DIR = Path("data/prepared")
-BASE_DIR = Path("models/base")
 LORA_DIR = Path("models/lora")
 CHECKPOINT_DIR = Path("checkpoints")
 METRICS_FILE = Path("metrics/train.json")
@@ -241,10 +242,6 @@ def batch_indices(
     return rng.choice(n, size=size, replace=size > n)
 
 
-def default_prompts(phrase: str) -> list[str]:
-    return [f"{phrase} banner", f"{phrase} product card", f"{phrase} social tile"]
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -403,7 +400,8 @@ def run(
         else:
             mlflow.set_tag("brandforge.resumed_from_step", str(resumed_from))
 
-        validation_prompts = list(tp.validation_prompts) or default_prompts(kit.phrase)
+        validation_prompts = [p.replace("{brand}", kit.phrase) for p in tp.validation_prompts]
+        validation_prompts = validation_prompts or evidence_prompts(kit, tp.evidence)
 
         def validate(at_step: int) -> None:
             images = generate(
@@ -561,8 +559,6 @@ def run(
         )
         write_loss_plot(root / LOSS_PLOT, history)
         (run_dir / "COMPLETED").touch()
-
-        from training.evidence import measure_learning
 
         evidence = measure_learning(
             base_location=ref.location(base_dir),

@@ -5,7 +5,7 @@ import pytest
 
 from brandforge.params import parse_params
 from brandforge.pipeline import BaseModelError, read_base_reference
-from tests.training.helpers_sdxl import save_tiny_sdxl
+from tests.tiny_models import save_tiny_sdxl
 from training.base_model import pair_share, run, weights_sha256
 
 MICRO = {

@@ -146,7 +146,7 @@ def test_trainer_handles_an_sdxl_base(train_root: Path):
     from diffusers import StableDiffusionXLPipeline
 
     from brandforge.pipeline import BaseReference, write_base_reference
-    from tests.training.helpers_sdxl import save_tiny_sdxl
+    from tests.tiny_models import save_tiny_sdxl
 
     base = train_root / "models/base"
     shutil.rmtree(base)
