@@ -55,10 +55,19 @@ class LogoRules(_Strict):
 
 
 class QualityFloors(_Strict):
-    min_sharpness: float | None = Field(None, ge=0)
-    max_noise: float | None = Field(None, ge=0)
+    """Per-brand overrides of the compliance limits; None keeps the evaluation default."""
+
+    min_sharpness: float | None = Field(None, ge=0, description="variance of the Laplacian")
+    max_blur: float | None = Field(None, ge=0, le=1, description="blur effect, 0 sharp .. 1")
+    max_noise: float | None = Field(None, ge=0, description="noise sigma, grey levels")
+    max_blockiness: float | None = Field(None, ge=0, description="compression block artefacts")
     max_clipped_share: float | None = Field(None, ge=0, le=1)
     min_palette_adherence: float | None = Field(None, ge=0, le=1)
+    max_off_palette_share: float | None = Field(
+        None, ge=0, le=1, description="largest single non-brand colour, share of the image"
+    )
+    max_palette_balance_distance: float | None = Field(None, ge=0, le=1)
+    max_forbidden_share: float | None = Field(None, ge=0, le=1)
 
 
 class BrandKit(_Strict):

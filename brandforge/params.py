@@ -126,11 +126,46 @@ class TrainParams(_Section):
         return value
 
 
+class GateParams(_Section):
+    """When a challenger may replace the champion: limits on the paired A/B differences."""
+
+    # Non-inferiority: the lower end of the 95 % CI of (challenger − champion) mean compliance
+    # score must be above −margin, so a challenger is not promoted on a lucky draw of seeds.
+    max_compliance_drop: float = Field(0.02, ge=0, le=1)
+    max_pass_rate_drop: float = Field(0.05, ge=0, le=1, description="share of images passing")
+    max_forbidden_increase: float = Field(
+        0.001, ge=0, le=1, description="mean forbidden-colour area, share of pixels"
+    )
+    max_quality_fail_increase: float = Field(
+        0.05, ge=0, le=1, description="share of images failing a quality floor"
+    )
+    max_near_duplicate_increase: float = Field(
+        0.25, ge=0, le=1, description="collapse: near-duplicate rate across seeds of one prompt"
+    )
+
+
+class EvalParams(_Section):
+    """The `evaluate` stage: challenger (the adapter just trained) vs the registry's champion."""
+
+    # In the brand folder, so it is versioned with the brand's data (DVC).
+    prompt_set: str = "eval_prompts.yaml"
+    num_inference_steps: int = Field(20, ge=1)
+    guidance_scale: float = Field(2.0, ge=0)
+    clip_model: str | None = Field(
+        None, description="local CLIP folder (or cached HF id) for CLIPScore; null: not configured"
+    )
+    bootstrap_resamples: int = Field(5000, ge=100)
+    near_duplicate_distance: int = Field(6, ge=0, le=64, description="pHash bits")
+    fail_on_gate: bool = False
+    gates: GateParams = GateParams()
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     base: BaseParams = BaseParams()
     train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
 
 
 def format_validation_errors(err: ValidationError, source: str) -> str:

@@ -20,6 +20,11 @@ def experiment_name(brand: str, settings: Settings | None = None) -> str:
     return f"{settings.experiment_prefix}-{brand}"
 
 
+def registered_model_name(brand: str, settings: Settings | None = None) -> str:
+    """The brand's model in the registry: `brandforge-<brand>`, beside its experiment."""
+    return experiment_name(brand, settings)
+
+
 def setup_mlflow(brand: str, *, settings: Settings | None = None) -> str:
     """Point MLflow at the configured store and select (or create) the brand's experiment."""
     import mlflow

@@ -133,3 +133,128 @@ def palette_report(image: np.ndarray, palette: Sequence[RGB], tolerance: float) 
         p90_distance=float(np.percentile(dist, 90)),
         shares=shares,
     )
+
+
+def subsample(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Every k-th row and column so at most ~max_pixels remain; never invents blended colours."""
+    arr = np.asarray(image)[..., :3]
+    h, w = arr.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    return arr[::step, ::step]
+
+
+def _sample_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    return subsample(image, max_pixels).reshape(-1, 3)
+
+
+def color_area(
+    image: np.ndarray, colors: Sequence[RGB], tolerance: float, *, max_pixels: int = 262_144
+) -> float:
+    """Share of pixels within `tolerance` (CIEDE2000) of any of `colors` (e.g. forbidden ones)."""
+    if len(colors) == 0:
+        return 0.0
+    pixels = srgb_to_lab(_sample_pixels(image, max_pixels))
+    refs = srgb_to_lab(np.asarray(colors, dtype=np.float64))
+    dist = ciede2000(pixels[:, None, :], refs[None, :, :]).min(axis=1)
+    return float((dist <= tolerance).mean())
+
+
+def expected_shares(shares: Sequence[float | None]) -> np.ndarray | None:
+    """The brand's intended colour distribution; colours without a share split what is left.
+
+    None when no colour states a share (the brand has no intended balance).
+    """
+    if all(s is None for s in shares):
+        return None
+    stated = sum(s for s in shares if s is not None)
+    unstated = [s is None for s in shares]
+    rest = max(0.0, 1.0 - stated) / max(1, sum(unstated))
+    expected = np.array([rest if s is None else s for s in shares], dtype=np.float64)
+    total = expected.sum()
+    return expected / total if total > 0 else None
+
+
+def palette_balance_distance(observed: Sequence[float], expected: np.ndarray) -> float | None:
+    """Earth mover's distance between the image's and the brand's palette shares, in [0, 1].
+
+    The observed shares are those of the on-palette pixels, renormalised, so off-palette area
+    (measured by adherence) is not counted twice. With a 0/1 ground distance between palette
+    colours the EMD is the total variation distance: the share of on-palette pixels that would
+    have to change colour to match the brand's intended balance. None when no pixel is on-palette.
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    if obs.sum() <= 0:
+        return None
+    obs = obs / obs.sum()
+    return float(0.5 * np.abs(obs - expected).sum())
+
+
+@dataclass(frozen=True)
+class OffPaletteColor:
+    share: float  # share of the image within tolerance of this colour, all of it off-palette
+    rgb: RGB
+
+
+def _blend_distance(rgb: np.ndarray, palette: Sequence[RGB]) -> np.ndarray:
+    """Per pixel: sRGB distance to the nearest straight blend between two palette colours."""
+    refs = np.asarray(palette, dtype=np.float64)
+    best = np.full(rgb.shape[0], np.inf)
+    for i in range(len(refs)):
+        for j in range(i + 1, len(refs)):
+            a, b = refs[i], refs[j]
+            ab = b - a
+            t = np.clip((rgb - a) @ ab / max(float(ab @ ab), 1e-9), 0.0, 1.0)
+            best = np.minimum(best, np.linalg.norm(rgb - (a + t[:, None] * ab), axis=1))
+    return best
+
+
+def largest_off_palette_color(
+    image: np.ndarray, palette: Sequence[RGB], tolerance: float, *, max_pixels: int = 65_536
+) -> OffPaletteColor | None:
+    """The most prominent colour that is not the brand's, and how much of the image it covers.
+
+    Catches a swapped brand colour (purple where teal belongs) that still leaves adherence high
+    enough. Blends between two brand colours (gradients, anti-aliased edges, transparency) are
+    not counted: they are the brand's colours mixed, not a new one.
+    """
+    rgb = _sample_pixels(image, max_pixels).astype(np.float64)
+    pixels = srgb_to_lab(rgb)
+    refs = srgb_to_lab(np.asarray(palette, dtype=np.float64))
+    off_mask = ciede2000(pixels[:, None, :], refs[None, :, :]).min(axis=1) > tolerance
+    if len(palette) > 1 and off_mask.any():
+        off_idx = np.flatnonzero(off_mask)
+        blends = _blend_distance(rgb[off_idx], palette) <= _BLEND_RADIUS
+        off_mask[off_idx[blends]] = False
+    off = pixels[off_mask]
+    if off.shape[0] == 0:
+        return None
+    # The densest coarse Lab bin seeds the colour; then count everything within tolerance of
+    # its mean, so a colour sitting on a bin boundary is not split in two.
+    bins = np.floor(off / 6.0).astype(np.int64)
+    _, inverse, counts = np.unique(bins, axis=0, return_inverse=True, return_counts=True)
+    seed = off[inverse.reshape(-1) == counts.argmax()].mean(axis=0)
+    share = float((ciede2000(off, seed[None, :]) <= tolerance).sum() / pixels.shape[0])
+    return OffPaletteColor(share=share, rgb=lab_to_srgb(seed))
+
+
+# sRGB units (0..255) from the straight line between two brand colours that still count as a
+# blend of them; JPEG and resampling move blended pixels a few units off the line.
+_BLEND_RADIUS = 10.0
+
+
+def lab_to_srgb(lab: np.ndarray) -> RGB:
+    """The sRGB colour (0..255, clipped to the gamut) of one CIELAB (D65) value."""
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[0] + 16) / 116
+    f = np.array([fy + lab[1] / 500, fy, fy - lab[2] / 200])
+    eps, kappa = 216 / 24389, 24389 / 27
+    xyz = np.where(f**3 > eps, f**3, (116 * f - 16) / kappa) * _WHITE_D65
+    linear = np.linalg.solve(_SRGB_TO_XYZ, xyz)
+    linear = np.clip(linear, 0, 1)
+    c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    r, g, b = (int(round(v)) for v in np.clip(c * 255, 0, 255))
+    return (r, g, b)
+
+
+def rgb_to_hex(rgb: RGB) -> str:
+    return "#{:02X}{:02X}{:02X}".format(*rgb)

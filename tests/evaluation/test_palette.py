@@ -3,9 +3,15 @@ import pytest
 
 from evaluation.palette import (
     ciede2000,
+    color_area,
+    expected_shares,
     hex_to_rgb,
+    lab_to_srgb,
+    largest_off_palette_color,
     palette_adherence,
+    palette_balance_distance,
     palette_report,
+    rgb_to_hex,
     srgb_to_lab,
 )
 
@@ -69,3 +75,72 @@ def test_report_shares_split_by_colour():
 def test_empty_palette_is_an_error():
     with pytest.raises(ValueError, match="palette is empty"):
         palette_adherence(np.zeros((2, 2, 3), dtype=np.uint8), [], tolerance=12)
+
+
+TEAL, WHITE, ORANGE, RED = (26, 158, 158), (245, 245, 245), (245, 140, 30), (220, 40, 40)
+
+
+def _blocks(*parts: tuple[tuple[int, int, int], int], width: int = 100) -> np.ndarray:
+    """Horizontal bands: (colour, number of rows) each; 100 rows make shares exact percents."""
+    return np.concatenate(
+        [np.tile(np.array(c, np.uint8), (rows, width, 1)) for c, rows in parts], axis=0
+    )
+
+
+def test_color_area_measures_the_share_within_tolerance():
+    image = _blocks((TEAL, 97), (RED, 3))
+    assert color_area(image, [RED], 12) == pytest.approx(0.03)
+    # a colour 5 units away is within tolerance; the brand teal is not red
+    assert color_area(_blocks(((215, 45, 40), 100)), [RED], 12) == 1.0
+    assert color_area(image, [], 12) == 0.0
+
+
+def test_large_images_are_sampled_without_changing_the_share():
+    image = np.tile(_blocks((TEAL, 80), (RED, 20)), (20, 20, 1))  # 2000 x 2000
+    assert color_area(image, [RED], 12) == pytest.approx(0.2, abs=0.01)
+
+
+def test_expected_shares_fill_in_unstated_colours():
+    assert expected_shares([0.4, 0.4, 0.2]) == pytest.approx([0.4, 0.4, 0.2])
+    assert expected_shares([0.5, None, None]) == pytest.approx([0.5, 0.25, 0.25])
+    assert expected_shares([None, None]) is None
+    # shares that do not add up to one are a proportion
+    assert expected_shares([0.2, 0.2]) == pytest.approx([0.5, 0.5])
+
+
+def test_palette_balance_distance_is_the_total_variation_of_on_palette_shares():
+    expected = np.array([0.4, 0.4, 0.2])
+    assert palette_balance_distance([0.4, 0.4, 0.2], expected) == pytest.approx(0.0)
+    # off-palette pixels are not counted twice: half the image on-palette, right proportions
+    assert palette_balance_distance([0.2, 0.2, 0.1], expected) == pytest.approx(0.0)
+    # all teal: 60 % of the pixels would need another brand colour
+    assert palette_balance_distance([0.7, 0.0, 0.0], expected) == pytest.approx(0.6)
+    assert palette_balance_distance([0.0, 0.0, 0.0], expected) is None
+
+
+def test_largest_off_palette_color_finds_a_swapped_brand_colour():
+    purple = (128, 40, 160)
+    image = _blocks((WHITE, 60), (purple, 30), (ORANGE, 10))
+    off = largest_off_palette_color(image, [TEAL, WHITE, ORANGE], 12)
+    assert off is not None
+    assert off.share == pytest.approx(0.3, abs=0.01)
+    assert max(abs(a - b) for a, b in zip(off.rgb, purple, strict=True)) <= 2
+    assert largest_off_palette_color(_blocks((TEAL, 100)), [TEAL, WHITE], 12) is None
+
+
+@pytest.mark.parametrize(("start", "end"), [(TEAL, WHITE), (TEAL, ORANGE), (WHITE, ORANGE)])
+def test_a_gradient_between_brand_colours_is_not_an_off_palette_colour(start, end):
+    t = np.linspace(0, 1, 256)[None, :, None]
+    ramp = np.array(start) * (1 - t) + np.array(end) * t
+    image = np.broadcast_to(ramp.round().astype(np.uint8), (64, 256, 3))
+    assert largest_off_palette_color(image, [TEAL, WHITE, ORANGE], 12) is None
+    # a gradient through colours that are not the brand's is
+    grey = np.broadcast_to((255 * t).round().astype(np.uint8), (64, 256, 3))
+    off = largest_off_palette_color(grey, [TEAL, WHITE, ORANGE], 12)
+    assert off is not None and off.share > 0.15
+
+
+def test_lab_to_srgb_inverts_srgb_to_lab():
+    for rgb in (TEAL, WHITE, ORANGE, RED, (0, 0, 0), (255, 255, 255)):
+        assert lab_to_srgb(srgb_to_lab(np.array(rgb, dtype=np.float64))) == rgb
+    assert rgb_to_hex(TEAL) == "#1A9E9E"
