@@ -148,7 +148,7 @@ class EvalParams(_Section):
     """The `evaluate` stage: challenger (the adapter just trained) vs the registry's champion."""
 
     # In the brand folder, so it is versioned with the brand's data (DVC).
-    prompt_set: str = "eval_prompts.yaml"
+    prompt_set: str = "prompt_set.yaml"
     num_inference_steps: int = Field(20, ge=1)
     guidance_scale: float = Field(2.0, ge=0)
     clip_model: str | None = Field(

@@ -55,6 +55,22 @@ _RGB = {c.name: c.rgb for c in PALETTE}
 _ACCENT = "orange"
 
 
+# The brand's eval prompt set (the `evaluate` stage): versioned with the brand's data, so a
+# change to it is a change of the evaluation, visible in `dvc status`.
+DEMO_EVAL_PROMPTS = """\
+# Every prompt is generated with every seed, by the champion and by the challenger.
+# {brand} is replaced by the brand kit's trigger phrase.
+prompts:
+  - "{brand} banner"
+  - "{brand} product card"
+  - "{brand} social tile"
+  - "{brand} poster"
+  - "{brand} spring sale banner"
+  - "{brand} poster with a circle"
+seeds: [100, 101, 102, 103, 104, 105, 106, 107]
+"""
+
+
 def demo_brand_kit(name: str) -> dict[str, Any]:
     """The demo brand's `brand.yaml` content (valid for `load_brand_kit`)."""
     return {
@@ -366,6 +382,7 @@ def generate_demo_brand(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "brand.yaml").write_text(yaml.safe_dump(demo_brand_kit(name), sort_keys=False))
+    (out_dir / "prompt_set.yaml").write_text(DEMO_EVAL_PROMPTS)
     lines = []
     for i in tqdm(range(n_images), desc=f"demo brand {name}", unit="img"):
         image, caption = draw_visual(

@@ -287,7 +287,8 @@ def _load_with_datasets(brand_dir: Path, sources: list[SourceImage]) -> None:
         except Exception as err:  # e.g. metadata lines whose extra fields disagree in type
             raise DatasetError(
                 f"{brand_dir}: `datasets` cannot load it as an imagefolder "
-                f"({type(err).__name__}: {err}); check metadata.jsonl's fields"
+                f"({type(err).__name__}: {err}); check metadata.jsonl's fields, and rename "
+                "files or folders named like splits (test, eval, validation, train)"
             ) from err
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
         seen = {_relative(row["image"]["path"], brand_dir): row.get("text") for row in dataset}

@@ -7,8 +7,15 @@ from evaluation.ab import compare, comparison_dict, gate_decision
 N = 32
 
 
-def _side(score: float, *, passed: float = 1.0, forbidden: float = 0.0, quality: float = 0.0,
-          spread: float = 0.02, seed: int = 0) -> dict[str, np.ndarray]:
+def _side(
+    score: float,
+    *,
+    passed: float = 1.0,
+    forbidden: float = 0.0,
+    quality: float = 0.0,
+    spread: float = 0.02,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
         "compliance_score": np.clip(score + rng.normal(0, spread, N), 0, 1),
@@ -20,7 +27,10 @@ def _side(score: float, *, passed: float = 1.0, forbidden: float = 0.0, quality:
     }
 
 
-def _decide(champion, challenger, dup=(0.1, 0.1), gates=GateParams()):
+DEFAULT_GATES = GateParams()
+
+
+def _decide(champion, challenger, dup=(0.1, 0.1), gates=DEFAULT_GATES):
     comparisons = compare(champion, challenger, rng=np.random.default_rng(0), resamples=2000)
     return gate_decision(comparisons, near_duplicate_rate=dup, gates=gates)
 
@@ -30,8 +40,12 @@ def test_a_better_challenger_passes_every_gate():
     assert decision.passed
     assert decision.reasons == ["all gates passed"]
     assert {c.name for c in decision.checks} == {
-        "compliance_noninferior", "pass_rate", "forbidden_area", "forbidden_images",
-        "quality_floors", "diversity",
+        "compliance_noninferior",
+        "pass_rate",
+        "forbidden_area",
+        "forbidden_images",
+        "quality_floors",
+        "diversity",
     }
 
 
@@ -72,8 +86,9 @@ def test_quality_and_collapse_gates():
 
 
 def test_comparison_dict_reports_direction_and_significance():
-    comparisons = compare(_side(0.6), _side(0.8, forbidden=0.02, seed=1),
-                          rng=np.random.default_rng(0), resamples=2000)
+    comparisons = compare(
+        _side(0.6), _side(0.8, forbidden=0.02, seed=1), rng=np.random.default_rng(0), resamples=2000
+    )
     score = comparison_dict(comparisons["compliance_score"], higher_is_better=True)
     assert score["verdict"] == "challenger better"
     assert score["delta"] == pytest.approx(0.2, abs=0.03)

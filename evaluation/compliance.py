@@ -1,0 +1,330 @@
+"""Brand compliance of one image: every rule of the brand kit, a score and the violations.
+
+The rules, their defaults (chosen for real marketing images, overridable per brand in
+`brand.yaml` under `quality:`) and the score are documented in README.md ("Compliance report").
+An `error` violation fails the image; a `warning` lowers its score but does not fail it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from brandforge.brandkit import BrandKit
+from evaluation.palette import (
+    color_area,
+    expected_shares,
+    hex_to_rgb,
+    largest_off_palette_color,
+    palette_balance_distance,
+    palette_report,
+    rgb_to_hex,
+    subsample,
+)
+from evaluation.quality import DEFAULT_QUALITY_FLOORS, QualityFloors, quality_metrics
+
+# Palette rules for real marketing images: brand colours dominate, but photography, gradients,
+# anti-aliased edges and text take their share, so half the pixels is the floor, not 90 %.
+DEFAULT_MIN_PALETTE_ADHERENCE = 0.5
+# One non-brand colour covering a sixth of the image is a design decision the brand did not make
+# (a swapped background or block colour); gradients and photos spread over many colours instead.
+DEFAULT_MAX_OFF_PALETTE_SHARE = 0.15
+# How far the on-palette pixels may stray from the brand's intended shares before a warning.
+DEFAULT_MAX_PALETTE_BALANCE_DISTANCE = 0.45
+# Forbidden colours are forbidden: half a percent of the image (a small badge) already counts.
+DEFAULT_MAX_FORBIDDEN_SHARE = 0.005
+
+# Weights of the score's components; components that do not apply are left out and the rest
+# renormalised (a brand without a logo is not scored on logos).
+_WEIGHTS = {
+    "palette": 0.35,
+    "off_palette": 0.1,
+    "balance": 0.1,
+    "forbidden": 0.15,
+    "quality": 0.2,
+    "text": 0.05,
+    "logo": 0.05,
+}
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    value: float
+    limit: float
+    severity: Severity = "error"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ComplianceReport:
+    score: float  # 0..1, weighted mean of the rule components (README: "Compliance report")
+    passed: bool  # no error-severity violation
+    violations: list[Violation]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 4),
+            "passed": self.passed,
+            "violations": [_violation_dict(v) for v in self.violations],
+            "metrics": self.metrics,
+        }
+
+
+def _violation_dict(v: Violation) -> dict[str, Any]:
+    d = asdict(v)
+    d["value"] = _round(v.value)
+    d["limit"] = _round(v.limit)
+    return d
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for one brand: its `quality:` overrides over the defaults."""
+
+    min_palette_adherence: float
+    max_off_palette_share: float
+    max_palette_balance_distance: float
+    max_forbidden_share: float
+    min_text_contrast: float
+    quality: QualityFloors
+
+
+def brand_limits(kit: BrandKit) -> Limits:
+    q = kit.quality
+
+    def pick(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    floors = DEFAULT_QUALITY_FLOORS
+    return Limits(
+        min_palette_adherence=pick(q.min_palette_adherence, DEFAULT_MIN_PALETTE_ADHERENCE),
+        max_off_palette_share=pick(q.max_off_palette_share, DEFAULT_MAX_OFF_PALETTE_SHARE),
+        max_palette_balance_distance=pick(
+            q.max_palette_balance_distance, DEFAULT_MAX_PALETTE_BALANCE_DISTANCE
+        ),
+        max_forbidden_share=pick(q.max_forbidden_share, DEFAULT_MAX_FORBIDDEN_SHARE),
+        min_text_contrast=kit.min_text_contrast,
+        quality=QualityFloors(
+            max_blur=pick(q.max_blur, floors.max_blur),
+            max_noise=pick(q.max_noise, floors.max_noise),
+            max_blockiness=pick(q.max_blockiness, floors.max_blockiness),
+            max_clipped_share=pick(q.max_clipped_share, floors.max_clipped_share),
+            min_sharpness=q.min_sharpness if q.min_sharpness is not None else floors.min_sharpness,
+        ),
+    )
+
+
+def compliance_report(
+    image: np.ndarray,
+    kit: BrandKit,
+    *,
+    logo: np.ndarray | None = None,
+    text_boxes: list[tuple[int, int, int, int]] | None = None,
+    limits: Limits | None = None,
+) -> ComplianceReport:
+    """Score one sRGB `uint8` (H, W, 3) image against the brand kit.
+
+    Args:
+        logo: the brand's logo (RGB or RGBA array) when the kit names one; its presence is checked.
+        text_boxes: where a composed asset put its text; without them text is searched for.
+    """
+    from evaluation.marks import find_logo, find_text_regions, logo_placement, region_contrast
+    from evaluation.quality import quality_violations
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    limits = limits or brand_limits(kit)
+    violations: list[Violation] = []
+    components: dict[str, float] = {}
+    metrics: dict[str, Any] = {"width": int(image.shape[1]), "height": int(image.shape[0])}
+
+    # Quality first: a blank frame is a failure whatever its colour, and nothing else is
+    # meaningful on it.
+    quality = quality_metrics(image)
+    metrics["quality"] = {
+        k: _round(v) if isinstance(v, float) else v for k, v in asdict(quality).items()
+    }
+    q_violations = quality_violations(quality, limits.quality)
+    for rule, value, limit in q_violations:
+        violations.append(Violation(rule, value, limit, "error", _QUALITY_MESSAGES.get(rule, "")))
+    if quality.blank:
+        return ComplianceReport(score=0.0, passed=False, violations=violations, metrics=metrics)
+    n_floors = 4 + (limits.quality.min_sharpness is not None)
+    components["quality"] = 1.0 - min(1.0, len(q_violations) / n_floors)
+
+    # Palette: adherence, the largest non-brand colour, balance, forbidden colours.
+    palette = [c.rgb for c in kit.palette]
+    tolerance = kit.color_tolerance
+    small = subsample(image, 262_144)
+    report = palette_report(small, palette, tolerance)
+    metrics["palette_adherence"] = _round(report.adherence)
+    metrics["palette_distance"] = {
+        "mean": _round(report.mean_distance),
+        "p50": _round(report.p50_distance),
+        "p90": _round(report.p90_distance),
+    }
+    metrics["palette_shares"] = {
+        c.name: _round(s) for c, s in zip(kit.palette, report.shares, strict=True)
+    }
+    components["palette"] = report.adherence
+    if report.adherence < limits.min_palette_adherence:
+        violations.append(
+            Violation(
+                "palette_adherence",
+                report.adherence,
+                limits.min_palette_adherence,
+                "error",
+                f"only {report.adherence:.0%} of the pixels are within ΔE {tolerance:g} of the "
+                "brand palette",
+            )
+        )
+
+    off = largest_off_palette_color(image, palette, tolerance)
+    off_share = off.share if off else 0.0
+    metrics["off_palette"] = {
+        "share": _round(off_share),
+        "color": rgb_to_hex(off.rgb) if off else None,
+    }
+    components["off_palette"] = 1.0 - min(1.0, off_share / (2 * limits.max_off_palette_share))
+    if off is not None and off.share > limits.max_off_palette_share:
+        violations.append(
+            Violation(
+                "off_palette_color",
+                off.share,
+                limits.max_off_palette_share,
+                "error",
+                f"{rgb_to_hex(off.rgb)} covers {off.share:.0%} of the image and is not a brand "
+                "colour",
+            )
+        )
+
+    expected = expected_shares([c.share for c in kit.palette])
+    if expected is not None:
+        balance = palette_balance_distance(report.shares, expected)
+        metrics["palette_balance_distance"] = None if balance is None else _round(balance)
+        components["balance"] = 0.0 if balance is None else 1.0 - balance
+        if balance is not None and balance > limits.max_palette_balance_distance:
+            violations.append(
+                Violation(
+                    "palette_balance",
+                    balance,
+                    limits.max_palette_balance_distance,
+                    "warning",
+                    "brand colours are used in proportions far from the brand kit's shares",
+                )
+            )
+
+    forbidden = color_area(small, [hex_to_rgb(h) for h in kit.forbidden_colors], tolerance)
+    metrics["forbidden_share"] = _round(forbidden)
+    if kit.forbidden_colors:
+        components["forbidden"] = 1.0 - min(1.0, forbidden / (10 * limits.max_forbidden_share))
+        if forbidden > limits.max_forbidden_share:
+            violations.append(
+                Violation(
+                    "forbidden_color",
+                    forbidden,
+                    limits.max_forbidden_share,
+                    "error",
+                    f"{forbidden:.1%} of the image is within ΔE {tolerance:g} of a forbidden "
+                    f"colour ({', '.join(kit.forbidden_colors)})",
+                )
+            )
+
+    # Text: the boxes a composed asset declares, else whatever text can be found.
+    regions = (
+        [region_contrast(image, box) for box in text_boxes]
+        if text_boxes is not None
+        else find_text_regions(image)
+    )
+    metrics["text_regions"] = [
+        {"box": list(r.box), "contrast": _round(r.contrast)} for r in regions
+    ]
+    if regions:
+        worst = min(r.contrast for r in regions)
+        components["text"] = min(1.0, worst / limits.min_text_contrast)
+        if worst < limits.min_text_contrast:
+            violations.append(
+                Violation(
+                    "text_contrast",
+                    worst,
+                    limits.min_text_contrast,
+                    "error",
+                    f"text contrast {worst:.2f}:1 is below the WCAG minimum "
+                    f"{limits.min_text_contrast:g}:1",
+                )
+            )
+
+    if kit.logo is not None and logo is not None:
+        match = find_logo(image, logo)
+        placement = logo_placement(match.box, image.shape) if match.box else None
+        metrics["logo"] = {
+            "found": match.found,
+            "score": _round(match.score),
+            "placement": placement,
+            "width_share": None if match.scale is None else _round(match.scale),
+        }
+        components["logo"] = 1.0 if match.found else 0.0
+        if not match.found:
+            violations.append(
+                Violation("logo_missing", match.score, 0.7, "error", "the brand logo was not found")
+            )
+        elif placement not in kit.logo.placement:
+            components["logo"] = 0.5
+            violations.append(
+                Violation(
+                    "logo_placement",
+                    match.score,
+                    0.7,
+                    "warning",
+                    f"logo is at {placement}; the brand kit allows {', '.join(kit.logo.placement)}",
+                )
+            )
+        elif match.scale is not None and not (
+            kit.logo.min_width_share <= match.scale <= kit.logo.max_width_share
+        ):
+            components["logo"] = 0.5
+            limit = (
+                kit.logo.min_width_share
+                if match.scale < kit.logo.min_width_share
+                else kit.logo.max_width_share
+            )
+            violations.append(
+                Violation(
+                    "logo_size",
+                    match.scale,
+                    limit,
+                    "warning",
+                    f"logo is {match.scale:.0%} of the image width",
+                )
+            )
+
+    total = sum(_WEIGHTS[k] for k in components)
+    score = sum(_WEIGHTS[k] * v for k, v in components.items()) / total
+    passed = not any(v.severity == "error" for v in violations)
+    return ComplianceReport(
+        score=float(np.clip(score, 0.0, 1.0)),
+        passed=passed,
+        violations=violations,
+        metrics=metrics,
+    )
+
+
+_QUALITY_MESSAGES = {
+    "blank": "blank or uniform frame",
+    "blur": "the image is blurred",
+    "noise": "visible noise",
+    "blockiness": "compression block artefacts",
+    "clipped_exposure": "large areas clipped to pure black or white",
+    "sharpness": "not enough fine detail",
+}

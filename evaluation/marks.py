@@ -1,0 +1,1079 @@
+"""Brand marks in an image: WCAG text contrast, text regions found without OCR, logo presence.
+
+Pure functions on numpy arrays; no I/O. Images are `uint8` arrays of shape (H, W, 3) in sRGB.
+Boxes are (x0, y0, x1, y1) in the input image's pixels, x1 and y1 exclusive (as in PIL's crop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage, signal
+from scipy.spatial import cKDTree
+
+Box = tuple[int, int, int, int]
+RGB = tuple[int, int, int]
+# The brand kit's placement values (brandforge.brandkit.Placement); a test keeps the two equal.
+Placement = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]
+
+_LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 weights, the ones WCAG uses
+
+
+def _as_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+        raise ValueError(
+            f"{what} must be a uint8 array of shape (H, W, 3) or (H, W, 4), "
+            f"got {array.dtype} {array.shape}"
+        )
+    return array[..., :3]
+
+
+def _masked_ncc(
+    image: np.ndarray, template: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised cross-correlation of a weighted template at every position inside an image.
+
+    image (C, H, W), template (C, h, w), weights (h, w) >= 0: only weighted pixels count, so a
+    logo's transparent surroundings do not. Each channel is centred on its own mean and the
+    channels are normalised jointly. Returns, per position (H - h + 1, W - w + 1): the NCC
+    (0 where the image is flat), the image's weighted mean per channel (C, ...) and the gain
+    that best maps the template's variation onto the image's.
+    """
+    offset = image.mean(axis=(1, 2), keepdims=True)  # keeps the FFT sums precise
+    image = image - offset
+    total = weights.sum()
+    t_centred = template - (template * weights).sum(axis=(1, 2), keepdims=True) / total
+    t_var = max(float((weights * t_centred**2).sum()), 1e-9)
+    flip = (slice(None), slice(None, None, -1), slice(None, None, -1))
+    cov = signal.fftconvolve(image, (weights * t_centred)[flip], mode="valid", axes=(1, 2))
+    cov = cov.sum(axis=0)
+    w_flip = weights[::-1, ::-1][None]
+    sums = signal.fftconvolve(image, w_flip, mode="valid", axes=(1, 2))
+    squares = signal.fftconvolve((image**2).sum(axis=0, keepdims=True), w_flip, mode="valid")
+    i_var = squares[0] - (sums**2).sum(axis=0) / total
+    ncc = cov / np.sqrt(np.maximum(i_var, 1e-9) * t_var)
+    ncc[i_var < total * image.shape[0]] = 0.0  # under one level of spread: nothing to match
+    return np.clip(ncc, -1.0, 1.0), sums / total + offset, cov / t_var
+
+
+# ---------------------------------------------------------------------------------------------
+# WCAG 2.x contrast
+
+
+def relative_luminance(rgb: Sequence[float] | np.ndarray) -> float | np.ndarray:
+    """WCAG 2.x relative luminance (0..1) of sRGB values in 0..255; last axis of size 3."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ _LUMA
+    return float(luminance) if np.ndim(luminance) == 0 else luminance
+
+
+def contrast_ratio(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """WCAG contrast ratio (1..21) of two sRGB colours, in either order."""
+    la = float(relative_luminance(a))
+    lb = float(relative_luminance(b))
+    return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text regions
+
+
+@dataclass(frozen=True)
+class TextRegion:
+    box: Box  # x0, y0, x1, y1 in the input image's pixels
+    foreground: RGB  # median colour of the glyph pixels (those the glyphs cover fully)
+    background: RGB  # median colour of the surrounding pixels (those not touching a glyph)
+    contrast: float  # WCAG ratio of the two
+
+
+# The thresholds below were calibrated on Pillow-rendered text (14-64 px, clean, noisy, JPEG,
+# on gradients and on boxes over photos) against text-free textures, photo-like images, dot
+# patterns and JPEG damage: a false "low-contrast text" finding is the costliest error, so the
+# line tests are set for no such finding there, at the price of missing small, JPEG-damaged,
+# very low-contrast text.
+
+# Detection runs on a copy whose longest side is at most this; smaller text is too small to
+# matter for a contrast check.
+_WORK_SIDE = 1024
+# Each pyramid level looks for glyphs of this height (pixels at that level); halving the image
+# between levels covers text from ~8 px to 40 % of the image height with one window size.
+_MIN_GLYPH, _MAX_GLYPH = 6, 34
+_WINDOW = 31  # local-mean window, larger than the strokes of the biggest glyph
+_K_STD = 0.5  # a glyph pixel lies this many local standard deviations from the local mean
+_MIN_FLOOR = 6.0  # grey levels: smaller local differences are JPEG steps and quantisation
+_NOISE_FLOOR = 3.5  # ... and so are differences within this many noise sigmas
+_MIN_GLYPHS = 3
+_MAX_STROKE = 0.6  # median widest-stroke/height of a line: letters ~0.3, dots and blobs ~1
+_MAX_REPEATS = 0.5  # share of glyphs repeating the shape a few places on: dots, tiles, grids
+_MAX_EDGE_INK = 0.2  # ink share in the rows above and below a glyph: text has paper there
+_MIN_DEPTH = 12.0  # grey levels between ink and background; fainter "text" is JPEG blocking
+_MIN_SEPARABILITY = 0.78  # Otsu's eta around each glyph: two clean colours, not a smooth blob
+_MIN_PURITY = 3.5  # ink depth over the background's own variation around the glyph
+_MAX_INK_SPREAD = 0.1  # spread of the glyphs' ink levels over the depth: text has one colour
+_SHORT_LINE_PENALTY = 0.1  # per glyph short of 5: chance alignments of 3 or 4 blobs are common
+_MAX_SELF_SIMILARITY = 0.9  # a line band found again nearby (NCC) is a pattern, not text
+_MEASURE_HEIGHT = 70  # glyphs are measured on the finest image where they are at most this tall
+
+
+@dataclass
+class _Glyph:
+    box: Box  # in working-copy pixels
+    dark: bool
+    level: int
+    mask: np.ndarray  # the blob inside its box, at its pyramid level
+
+
+@dataclass
+class _Line:
+    box: Box  # input image pixels
+    dark: bool
+    height: float  # median glyph height, input image pixels
+    fg: np.ndarray  # (n, 3) per glyph, median colour of its fully covered pixels
+    bg: np.ndarray  # (n, 3) per glyph, median colour of the background around it
+
+    @property
+    def fg_rgb(self) -> np.ndarray:
+        return np.median(self.fg, axis=0)
+
+    @property
+    def bg_rgb(self) -> np.ndarray:
+        return np.median(self.bg, axis=0)
+
+
+def _otsu(values: np.ndarray) -> tuple[float, float]:
+    """Otsu threshold of 1-D values and its separability (between-class / total variance)."""
+    v = np.sort(values.astype(np.float64))
+    n = v.size
+    if n < 4 or v[-1] - v[0] <= 1e-9:
+        return (float(v.mean()) if n else 0.0), 0.0
+    csum = np.cumsum(v)
+    k = np.arange(1, n)
+    w0 = k / n
+    mu0 = csum[:-1] / k
+    mu1 = (csum[-1] - csum[:-1]) / (n - k)
+    between = w0 * (1 - w0) * (mu0 - mu1) ** 2
+    between[v[1:] == v[:-1]] = -1  # split only between distinct values
+    best = int(np.argmax(between))
+    return float((v[best] + v[best + 1]) / 2), float(between[best] / v.var())
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median without its overhead, which dominates on the small arrays used here."""
+    n = values.size
+    k = n // 2
+    part = np.partition(values, k)
+    return float(part[k]) if n % 2 else float((part[k] + part[:k].max()) / 2)
+
+
+@dataclass
+class _Split:
+    fg_core: np.ndarray  # (N, 3) the more extreme half of the glyph pixels
+    bg: np.ndarray  # (M, 3) non-glyph pixels not touching a glyph pixel
+    separability: float  # Otsu's eta of the projection, 1 for two clean colours
+    ink: float  # median projection of fg_core
+    paper: float  # median projection of bg
+    paper_spread: float  # 90th percentile of the background's distance from `paper`
+    edge_ink: float  # share of glyph pixels in the patch's first and last rows
+
+
+def _split_patch(patch: np.ndarray, axis: np.ndarray, glyph_side: int) -> _Split | None:
+    """Split a patch's pixels into glyph and background along a colour axis.
+
+    glyph_side: -1 glyphs lie at low projections, +1 at high ones, 0 they are the minority.
+    """
+    h, w, _ = patch.shape
+    pixels = patch.reshape(-1, 3)
+    proj = pixels @ axis
+    threshold, eta = _otsu(proj)
+    low = proj < threshold
+    if glyph_side == 0:
+        glyph_side = -1 if low.sum() <= low.size / 2 else 1
+    glyph = low if glyph_side < 0 else ~low
+    if not glyph.any() or glyph.all():
+        return None
+    # anti-aliased edge pixels mix both colours, so the background leaves them out
+    near = ndimage.binary_dilation(glyph.reshape(h, w), structure=np.ones((3, 3), bool))
+    bg = ~near.ravel()
+    if np.count_nonzero(bg) < 3:
+        bg = ~glyph
+    bg_proj = proj[bg]
+    paper = _median(bg_proj)
+    depth = (proj[glyph] - paper) * glyph_side
+    # only fully covered pixels show the ink's colour, and thin strokes have few of them
+    core = depth >= _median(depth)
+    distance = np.abs(bg_proj - paper)
+    k = int(0.9 * (distance.size - 1))
+    rows = glyph.reshape(h, w)
+    return _Split(
+        fg_core=pixels[glyph.nonzero()[0][core]],
+        bg=pixels[bg],
+        separability=eta,
+        ink=_median(proj[glyph][core]),
+        paper=paper,
+        paper_spread=float(np.partition(distance, k)[k]),
+        edge_ink=float(rows[0].mean() + rows[-1].mean()) / 2,
+    )
+
+
+def _rgb_tuple(values: np.ndarray) -> RGB:
+    return (int(round(values[0])), int(round(values[1])), int(round(values[2])))
+
+
+def region_contrast(image: np.ndarray, box: Box) -> TextRegion:
+    """Glyph and background colours, and their WCAG contrast, inside a known text box.
+
+    The box's pixels are split in two along their main colour axis (luminance for most text,
+    hue for isoluminant text); the glyphs are the smaller part.
+    """
+    rgb = _as_rgb(image)
+    height, width = rgb.shape[:2]
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(box[2]), width), min(int(box[3]), height)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"text box {box} is empty inside an image of {width}x{height} pixels")
+    patch = rgb[y0:y1, x0:x1].astype(np.float64)
+    pixels = patch.reshape(-1, 3)
+    sample = pixels[:: max(1, len(pixels) // 20000)]
+    _, _, axes = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
+    split = _split_patch(patch, axes[0], glyph_side=0)
+    if split is None:  # one flat colour: nothing to read, contrast 1
+        colour = _rgb_tuple(np.median(pixels, axis=0))
+        return TextRegion((x0, y0, x1, y1), colour, colour, 1.0)
+    fg = np.median(split.fg_core, axis=0)
+    bg = np.median(split.bg, axis=0)
+    return TextRegion((x0, y0, x1, y1), _rgb_tuple(fg), _rgb_tuple(bg), contrast_ratio(fg, bg))
+
+
+def _noise_sigma(grey: np.ndarray) -> float:
+    """Robust noise estimate: median response of a filter that cancels smooth content."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+    response = signal.convolve2d(grey, kernel, mode="valid") if min(grey.shape) >= 3 else None
+    if response is None or response.size == 0:
+        return 0.0
+    # the filter's gain on white noise is 6; 0.6745 turns a median |x| into a sigma
+    return float(np.median(np.abs(response)) / (6 * 0.6745))
+
+
+def _halve(values: np.ndarray) -> np.ndarray:
+    h, w = values.shape[0] // 2 * 2, values.shape[1] // 2 * 2
+    return values[:h, :w].reshape(h // 2, 2, w // 2, 2, *values.shape[2:]).mean(axis=(1, 3))
+
+
+def _glyph_candidates(grey: np.ndarray, level: int, max_height: float) -> list[_Glyph]:
+    """Glyph-sized blobs of either polarity at one pyramid level, boxes in working pixels;
+    max_height in working pixels.
+
+    A pixel is ink when it differs from its local mean by a share of the local spread, so faint
+    text on a flat background is found as readily as black on white; the absolute floor keeps
+    noise and JPEG steps on flat areas out.
+    """
+    mean = ndimage.uniform_filter(grey, _WINDOW, mode="reflect")
+    sq = ndimage.uniform_filter(grey * grey, _WINDOW, mode="reflect")
+    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    floor = max(_MIN_FLOOR, _NOISE_FLOOR * _noise_sigma(grey))
+    threshold = np.maximum(_K_STD * std, floor)
+    diff = grey - mean
+    scale = 2**level
+    glyphs: list[_Glyph] = []
+    for dark, mask in ((True, diff < -threshold), (False, diff > threshold)):
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        if count == 0:
+            continue
+        area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        slices = ndimage.find_objects(labels)
+        bounds = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in slices])
+        h = bounds[:, 1] - bounds[:, 0]
+        w = bounds[:, 3] - bounds[:, 2]
+        fill = area / (h * w)
+        keep = (
+            (h >= _MIN_GLYPH)
+            & (h <= min(_MAX_GLYPH, max_height / scale))
+            & (w <= 3 * h)
+            & (fill >= 0.1)  # thin lines and outlines
+            & (fill <= 0.95)  # solid rectangles
+        )
+        for index in np.flatnonzero(keep):
+            y0, y1, x0, x1 = (int(v) for v in bounds[index])
+            box = (x0 * scale, y0 * scale, x1 * scale, y1 * scale)
+            glyphs.append(_Glyph(box, dark, level, labels[y0:y1, x0:x1] == index + 1))
+    return glyphs
+
+
+def _chain_lines(glyphs: list[_Glyph]) -> list[list[_Glyph]]:
+    """Chain glyphs (one level, one polarity) into lines: similar height, overlapping rows,
+    gaps below a glyph height. Each glyph links only to its nearest right neighbour, so the
+    blobs of a texture do not join into webs."""
+    if len(glyphs) < _MIN_GLYPHS:
+        return []
+    boxes = np.array([g.box for g in glyphs], dtype=np.float64)
+    x0, y0, x1, y1 = boxes.T
+    h = y1 - y0
+    centres = np.column_stack([(x0 + x1) / 2, (y0 + y1) / 2])
+    pairs = cKDTree(centres).query_pairs(r=float(2.5 * h.max()), output_type="ndarray")
+    if len(pairs) == 0:
+        return []
+    left_first = centres[pairs[:, 0], 0] <= centres[pairs[:, 1], 0]
+    a = np.where(left_first, pairs[:, 0], pairs[:, 1])
+    b = np.where(left_first, pairs[:, 1], pairs[:, 0])
+    h_min, h_max = np.minimum(h[a], h[b]), np.maximum(h[a], h[b])
+    overlap = np.minimum(y1[a], y1[b]) - np.maximum(y0[a], y0[b])
+    gap = x0[b] - x1[a]
+    ok = (
+        (h_max <= 1.8 * h_min)  # x-height letters next to capitals and descenders
+        & (overlap >= 0.6 * h_min)
+        & (gap <= (h[a] + h[b]) / 2)
+        & (gap >= -0.25 * h_min)  # kerned pairs overlap a little
+    )
+    a, b, gap = a[ok], b[ok], gap[ok]
+    parent = list(range(len(glyphs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    has_right: set[int] = set()
+    has_left: set[int] = set()
+    for k in np.lexsort((gap, a)):
+        i, j = int(a[k]), int(b[k])
+        if i in has_right or j in has_left:
+            continue
+        has_right.add(i)
+        has_left.add(j)
+        parent[root(i)] = root(j)
+    groups: dict[int, list[_Glyph]] = {}
+    for i, glyph in enumerate(glyphs):
+        groups.setdefault(root(i), []).append(glyph)
+    return [g for g in groups.values() if len(g) >= _MIN_GLYPHS]
+
+
+def _aligned(members: list[_Glyph]) -> bool:
+    """Most glyphs share a baseline (or, with descenders, a top line)."""
+    boxes = np.array([g.box for g in members], dtype=np.float64)
+    tol = max(1.5, 0.15 * float(np.median(boxes[:, 3] - boxes[:, 1])))
+    need = math.ceil(0.6 * len(members))
+    bottoms = np.abs(boxes[:, 3] - np.median(boxes[:, 3])) <= tol
+    tops = np.abs(boxes[:, 1] - np.median(boxes[:, 1])) <= tol
+    return bool(bottoms.sum() >= need or tops.sum() >= need)
+
+
+def _same_shape(a: _Glyph, b: _Glyph) -> bool:
+    (ha, wa), (hb, wb) = a.mask.shape, b.mask.shape
+    if abs(ha - hb) > 1 or abs(wa - wb) > 1:
+        return False
+    h, w = min(ha, hb), min(wa, wb)
+    ma, mb = a.mask[:h, :w], b.mask[:h, :w]
+    union = np.count_nonzero(ma | mb)
+    return bool(union and np.count_nonzero(ma & mb) / union >= 0.7)
+
+
+def _repeats(members: list[_Glyph]) -> float:
+    """Largest share of glyphs with the same shape as the glyph `period` places on, for periods
+    of 1-4: high for dots, tiles and grids (and their JPEG damage), low for words."""
+    ordered = sorted(members, key=lambda g: g.box[0])
+    shares = [
+        np.mean([_same_shape(a, b) for a, b in zip(ordered, ordered[period:], strict=False)])
+        for period in range(1, 5)
+        if len(ordered) - period >= 2
+    ]
+    return float(max(shares, default=0.0))
+
+
+def _stroke_ratios(members: list[_Glyph]) -> np.ndarray:
+    """Widest stroke over height per glyph: about 0.1-0.3 for letters, near 1 for dots."""
+    # one distance transform for the whole line: the glyphs side by side, one pixel apart
+    height = max(g.mask.shape[0] for g in members) + 2
+    width = sum(g.mask.shape[1] + 1 for g in members) + 1
+    canvas = np.zeros((height, width), bool)
+    x = 1
+    for g in members:
+        h, w = g.mask.shape
+        canvas[1 : h + 1, x : x + w] = g.mask
+        x += w + 1
+    inside = ndimage.distance_transform_edt(canvas)
+    ratios = []
+    x = 1
+    for g in members:
+        h, w = g.mask.shape
+        ratios.append(2 * inside[1 : h + 1, x : x + w].max() / h)
+        x += w + 1
+    return np.array(ratios)
+
+
+def _looks_like_text(members: list[_Glyph]) -> bool:
+    """The shape tests, cheap enough to run on every candidate line before measuring it."""
+    if not _aligned(members) or _repeats(members) >= _MAX_REPEATS:
+        return False
+    return _median(_stroke_ratios(members)) <= _MAX_STROKE
+
+
+class _Pyramid:
+    """The input image and halved copies of the working copy, made when first needed."""
+
+    def __init__(self, rgb: np.ndarray, work: np.ndarray, factor: float) -> None:
+        self.rgb = rgb
+        self.factor = factor  # input pixels per working-copy pixel
+        self._levels: dict[int, np.ndarray] = {0: work.astype(np.float64)}
+
+    def for_height(self, glyph_height: float) -> tuple[np.ndarray, float]:
+        """The finest image where glyphs of this height (working pixels) are small enough to
+        measure quickly, with its scale in working pixels per image pixel."""
+        if glyph_height * self.factor <= _MEASURE_HEIGHT:
+            return self.rgb, 1 / self.factor
+        level = 0
+        while glyph_height / 2**level > _MEASURE_HEIGHT:
+            level += 1
+        return self._level(level), float(2**level)
+
+    def _level(self, level: int) -> np.ndarray:
+        if level not in self._levels:
+            self._levels[level] = _halve(self._level(level - 1))
+        return self._levels[level]
+
+
+def _measure_line(members: list[_Glyph], pyramid: _Pyramid, dark: bool) -> _Line | None:
+    """Measure a candidate line glyph by glyph; None when it does not look like ink on a
+    background (smooth blob, busy background, glyphs of different colours, too faint)."""
+    heights = [g.box[3] - g.box[1] for g in members]
+    image, scale = pyramid.for_height(_median(np.array(heights, dtype=np.float64)))
+    height, width = image.shape[:2]
+    side = -1 if dark else 1
+    # the tests below take medians, so once half the glyphs fail one the line cannot pass
+    need = 1 + _SHORT_LINE_PENALTY * max(0, 5 - len(members))
+    allowed = len(members) // 2
+    weak_eta = weak_purity = 0
+    fgs, bgs, etas, purities, inks, depths, edges = [], [], [], [], [], [], []
+    for g in members:
+        gx0, gy0, gx1, gy1 = (v / scale for v in g.box)
+        pad = max(2.0, 0.25 * (gy1 - gy0))
+        x0, y0 = max(int(gx0 - pad), 0), max(int(gy0 - pad), 0)
+        x1, y1 = min(math.ceil(gx1 + pad), width), min(math.ceil(gy1 + pad), height)
+        split = _split_patch(image[y0:y1, x0:x1].astype(np.float64), _LUMA, side)
+        if split is None or len(split.bg) < 3:
+            return None
+        fgs.append(split.fg_core)
+        bgs.append(split.bg)
+        etas.append(split.separability)
+        purities.append(abs(split.ink - split.paper) / (split.paper_spread + 1.0))
+        inks.append(split.ink)
+        depths.append(abs(split.ink - split.paper))
+        edges.append(split.edge_ink)
+        weak_eta += etas[-1] < _MIN_SEPARABILITY * need
+        weak_purity += purities[-1] < _MIN_PURITY * need
+        if max(weak_eta, weak_purity) > allowed:
+            return None
+    depth = float(np.median(depths))
+    if depth < _MIN_DEPTH or float(np.median(edges)) > _MAX_EDGE_INK:
+        return None
+    ink_spread = 1.4826 * float(np.median(np.abs(np.array(inks) - np.median(inks)))) / depth
+    evidence = min(
+        float(np.median(etas)) / _MIN_SEPARABILITY,
+        float(np.median(purities)) / _MIN_PURITY,
+        _MAX_INK_SPREAD / max(ink_spread, 1e-9),
+    )
+    if evidence < need:
+        return None
+    # a blob of the background chained onto the line has its own colour: leave it out
+    fg = np.array([np.median(x, axis=0) for x in fgs])
+    bg = np.array([np.median(x, axis=0) for x in bgs])
+    same_ink = np.abs(fg - np.median(fg, axis=0)).max(axis=1) <= max(0.25 * depth, 8.0)
+    if same_ink.sum() < _MIN_GLYPHS:
+        return None
+    f = pyramid.factor
+    b = np.array([g.box for g in members], dtype=np.float64)[same_ink]
+    box = (
+        int(b[:, 0].min() * f),
+        int(b[:, 1].min() * f),
+        math.ceil(b[:, 2].max() * f),
+        math.ceil(b[:, 3].max() * f),
+    )
+    return _Line(
+        box=box,
+        dark=dark,
+        height=float(np.median(b[:, 3] - b[:, 1])) * f,
+        fg=fg[same_ink],
+        bg=bg[same_ink],
+    )
+
+
+def _self_similarity(grey: np.ndarray, members: list[_Glyph], level: int) -> float:
+    """How well the line's band reappears nearby, in another row or further along itself:
+    near 1 for dot grids and tiles (and their JPEG damage), lower for words."""
+    scale = 2**level
+    boxes = np.array([g.box for g in members]) // scale
+    x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
+    x1, y1 = int(boxes[:, 2].max()), int(boxes[:, 3].max())
+    h = y1 - y0
+    # the middle of the band, so that it can also be found further along the line
+    cut = (x1 - x0) // 5
+    tx0, tx1 = x0 + cut, x1 - cut
+    template = grey[y0:y1, tx0:tx1]
+    rx0, ry0 = max(0, tx0 - 4 * h), max(0, y0 - 3 * h)
+    rx1, ry1 = min(grey.shape[1], tx1 + 4 * h), min(grey.shape[0], y1 + 3 * h)
+    region = grey[ry0:ry1, rx0:rx1]
+    if template.size == 0:
+        return 0.0
+    ncc, _, _ = _masked_ncc(region[None], template[None], np.ones(template.shape))
+    dy = np.arange(ncc.shape[0])[:, None] + ry0 - y0
+    dx = np.arange(ncc.shape[1])[None, :] + rx0 - tx0
+    # lowercase letters are stems at a near-regular pitch, so short shifts along the line are
+    # excluded; a pattern repeats at every multiple of its period and is found further on
+    near = (np.abs(dy) < 0.5 * h) & (np.abs(dx) < 2 * h)
+    return float(np.where(near, -1.0, ncc).max())
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / max(smaller, 1)
+
+
+def _dedupe(lines: list[_Line]) -> list[_Line]:
+    """One line where several pyramid levels, or the counters of letters, found the same text."""
+    kept: list[_Line] = []
+    for line in sorted(lines, key=lambda ln: (len(ln.fg), ln.height), reverse=True):
+        if all(_overlap(line.box, k.box) < 0.5 for k in kept):
+            kept.append(line)
+    return kept
+
+
+def _blocks(lines: list[_Line]) -> list[list[_Line]]:
+    """Stack lines of the same colours and size into blocks (paragraphs, headlines)."""
+    blocks: list[list[_Line]] = []
+    for line in sorted(lines, key=lambda ln: (ln.box[1], ln.box[0])):
+        for block in blocks:
+            last = block[-1]
+            tallest = max(line.height, last.height)
+            if (
+                last.dark == line.dark
+                and -0.5 * line.height <= line.box[1] - last.box[3] <= 1.5 * tallest
+                and tallest <= 1.5 * min(line.height, last.height)
+                and min(line.box[2], last.box[2]) > max(line.box[0], last.box[0])
+                and np.abs(last.fg_rgb - line.fg_rgb).max() < 24
+                and np.abs(last.bg_rgb - line.bg_rgb).max() < 24
+            ):
+                block.append(line)
+                break
+        else:
+            blocks.append([line])
+    return blocks
+
+
+def find_text_regions(image: np.ndarray) -> list[TextRegion]:
+    """Text blocks in an image, each with its glyph and background colours and WCAG contrast.
+
+    No OCR: glyph-sized blobs from a local adaptive threshold (relative to the local spread, so
+    low-contrast text is found too) are chained into lines of at least three aligned glyphs of
+    similar height; lines that look like strokes of one ink on a clean background, and do not
+    repeat nearby as dot grids and tiles do, are measured in the input image and stacked into
+    blocks. Regions are sorted top to bottom; an image without text gives [].
+    """
+    rgb = _as_rgb(image)
+    height, width = rgb.shape[:2]
+    if min(height, width) < 2 * _MIN_GLYPH:
+        return []
+    shrink = min(1.0, _WORK_SIDE / max(height, width))
+    if shrink < 1.0:
+        size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+        work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+    else:
+        work = rgb
+    pyramid = _Pyramid(rgb, work, factor=width / work.shape[1])
+
+    greys = [work.astype(np.float64) @ _LUMA]
+    glyphs: list[_Glyph] = []
+    # a level smaller than two windows has no "local" left to compare with
+    while len(greys) == 1 or min(greys[-1].shape) >= 2 * _WINDOW:
+        glyphs.extend(_glyph_candidates(greys[-1], len(greys) - 1, max_height=0.4 * work.shape[0]))
+        greys.append(_halve(greys[-1]))
+
+    lines: list[_Line] = []
+    for dark, lvl in sorted({(g.dark, g.level) for g in glyphs}):
+        same = [g for g in glyphs if g.dark == dark and g.level == lvl]
+        for members in _chain_lines(same):
+            if _looks_like_text(members):
+                line = _measure_line(members, pyramid, dark)
+                if line is None:
+                    continue
+                if _self_similarity(greys[lvl], members, lvl) < _MAX_SELF_SIMILARITY:
+                    lines.append(line)
+
+    regions = []
+    for block in _blocks(_dedupe(lines)):
+        fg = np.median(np.concatenate([ln.fg for ln in block]), axis=0)
+        bg = np.median(np.concatenate([ln.bg for ln in block]), axis=0)
+        box = (
+            min(ln.box[0] for ln in block),
+            min(ln.box[1] for ln in block),
+            min(max(ln.box[2] for ln in block), width),
+            min(max(ln.box[3] for ln in block), height),
+        )
+        regions.append(TextRegion(box, _rgb_tuple(fg), _rgb_tuple(bg), contrast_ratio(fg, bg)))
+    return sorted(regions, key=lambda r: (r.box[1], r.box[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Logo presence
+
+
+@dataclass(frozen=True)
+class LogoMatch:
+    found: bool
+    score: float  # masked NCC, discounted for a missing outline or off colours; -1 if no fit
+    box: Box | None  # input image pixels, None when not found
+    scale: float | None  # logo width / image width at the best match, None when not found
+
+
+# Search. Calibrated on a circle-and-letter mark, a wordmark and a one-colour star pasted on
+# busy photo-like backgrounds (some JPEG-compressed) and on the same backgrounds without them.
+_COARSE_LOGO_PX = 20  # the logo's shorter side in the coarse search, about
+_COARSE_WIDTHS = (256, 384, 512, 768, 1024)  # image widths of the coarse search
+_SHARE_STEP = 1.12  # neighbouring coarse logo widths differ by at most this factor
+_COARSE_PEAKS = 48  # peaks per size whose outline is checked in the coarse search ...
+_CANDIDATES = 8  # ... of which this many are refined in colour at a finer resolution,
+_CANDIDATE_GAP = 0.3  # ... unless they score this much below the best
+_FINE_LOGO_PX = 160  # the refinement sees the logo at most this wide ...
+_FINAL_WIDTH = 1024  # ... and the final position is found with the image at most this wide
+_FINE_SHARES = (0.88, 0.94, 1.0, 1.06, 1.12)  # first sizes tried around a coarse peak's
+_WHOLE_MARGIN = 0.1  # a larger match around the best wins if it scores at most this much less
+# Score.
+_FLAT_LOGO_STD = 6.0  # levels: a logo this uniform is matched by its silhouette and colour
+_INK_TOLERANCE = 40.0  # RGB distance at which a pixel is e^-1 alike a logo colour
+_INK_PRESENCE = 0.6  # mean likeness inside the shape below which a one-colour match weakens
+_MIN_OUTLINE = 0.75  # correlation of logo-coloured pixels with the logo's shape for a full score
+_OUTLINE_SOFTNESS = 1.0  # pixels of blur on that shape: JPEG smears colour across edges
+_COLOUR_TOLERANCE = 60.0  # RGB distance of mean colours at which a match's score falls by e^-1
+
+
+def _resized(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """RGB(A) uint8 array resized with Lanczos (Pillow premultiplies alpha for RGBA)."""
+    if array.shape[1] == width and array.shape[0] == height:
+        return array
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS))
+
+
+class _Scaled:
+    """Downscaled copies of the image by width, area-averaged (fast, and no ringing)."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self._copies: dict[int, np.ndarray] = {rgb.shape[1]: rgb}
+
+    def at(self, width: int) -> np.ndarray:
+        if width not in self._copies:
+            height = max(1, round(self.rgb.shape[0] * width / self.rgb.shape[1]))
+            image = Image.fromarray(self.rgb).resize((width, height), Image.Resampling.BOX)
+            self._copies[width] = np.asarray(image)
+        return self._copies[width]
+
+
+def _channels(rgb: np.ndarray, colour: bool) -> np.ndarray:
+    """(C, H, W) float planes: RGB, or luma."""
+    return rgb.astype(np.float64).transpose(2, 0, 1) if colour else (rgb @ _LUMA)[None]
+
+
+def _palette(pixels: np.ndarray, k: int = 4) -> np.ndarray:
+    """Up to k main colours of a logo's opaque pixels (k-means), each at least 3 % of them."""
+    sample = pixels[:: max(1, len(pixels) // 4000)].astype(np.float64)
+    order = np.argsort(sample @ _LUMA)
+    centres = sample[order[np.linspace(0, len(order) - 1, k).astype(int)]]
+    for _ in range(10):
+        nearest = np.argmin(((sample[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        centres = np.array(
+            [
+                sample[nearest == j].mean(axis=0) if (nearest == j).any() else centres[j]
+                for j in range(k)
+            ]
+        )
+    shares = np.bincount(nearest, minlength=k) / len(sample)
+    return centres[shares >= 0.03]
+
+
+@dataclass
+class _ImagePlanes:
+    values: np.ndarray  # (C, H, W): what the masked template is matched against
+    likeness: np.ndarray | None  # (1, H, W) 0..255: how much each pixel looks like the logo
+
+
+class _Template:
+    """The logo at any width, the image planes to match it against, and the match score."""
+
+    def __init__(self, logo: np.ndarray) -> None:
+        rgba = logo if logo.shape[2] == 4 else np.dstack([logo, np.full(logo.shape[:2], 255)])
+        self.rgba = rgba.astype(np.uint8)
+        alpha = self.rgba[..., 3] / 255.0
+        if alpha.sum() < 4:
+            raise ValueError("logo is fully transparent: nothing to look for")
+        rgb = self.rgba[..., :3].astype(np.float64)
+        ink = (rgb * alpha[..., None]).sum(axis=(0, 1)) / alpha.sum()
+        spread = np.sqrt((alpha[..., None] * (rgb - ink) ** 2).sum(axis=(0, 1)) / alpha.sum())
+        grey_spread = math.sqrt(float((_LUMA**2) @ spread**2))
+        # a one-colour logo has no pattern inside its mask, only its outline and its colour
+        self.silhouette = float(spread.max()) < _FLAT_LOGO_STD
+        # with transparent parts, the outline can be checked too: logo colours inside it, other
+        # colours in the gaps and around it
+        self.shaped = float((alpha < 0.1).mean()) >= 0.05
+        if self.silhouette and not self.shaped:
+            raise ValueError("logo is one flat colour with no transparency: nothing to match")
+        self.palette = ink[None] if self.silhouette else _palette(rgb[alpha > 0.9])
+        # the coarse search works on grey unless the logo's colours differ only in hue
+        self.coarse_colour = not self.silhouette and grey_spread < _FLAT_LOGO_STD
+        self.aspect = self.rgba.shape[0] / self.rgba.shape[1]
+
+    def height_for(self, width: int) -> int:
+        return max(1, round(width * self.aspect))
+
+    def likeness(self, rgb: np.ndarray) -> np.ndarray:
+        """(1, H, W) 0..255: how much each pixel looks like one of the logo's colours."""
+        pixels = rgb.astype(np.float64)
+        distance = np.min([np.linalg.norm(pixels - c, axis=-1) for c in self.palette], axis=0)
+        return 255.0 * np.exp(-((distance / _INK_TOLERANCE) ** 2))[None]
+
+    def image_planes(self, rgb: np.ndarray, colour: bool) -> _ImagePlanes:
+        if self.silhouette:
+            return _ImagePlanes(self.likeness(rgb), None)
+        return _ImagePlanes(_channels(rgb, colour), self.likeness(rgb) if self.shaped else None)
+
+    def shape(self, width: int) -> np.ndarray:
+        """The logo's outline at this width (alpha, 0..1), softened by a pixel: JPEG smears
+        colour across edges, and the likeness of the logo's colours with it."""
+        alpha = _resized(self.rgba, width, self.height_for(width))[..., 3] / 255.0
+        return ndimage.gaussian_filter(alpha, _OUTLINE_SOFTNESS, mode="constant")
+
+    def score(self, planes: _ImagePlanes, width: int, colour: bool, *, strict: bool) -> np.ndarray:
+        """Match score of the logo at this width at every position of the image planes.
+
+        The masked NCC; when strict, discounted where the logo's outline is not there (its
+        colours inside, others around it) and where the colours or their contrast differ from
+        the logo's: a logo masked to its strokes is a simple pattern that correlates with much
+        of a busy image, and a composited logo keeps its own colours.
+        """
+        rgba = _resized(self.rgba, width, self.height_for(width)).astype(np.float64)
+        alpha = rgba[..., 3] / 255.0
+        if self.silhouette:
+            ncc, _, _ = _masked_ncc(planes.values, alpha[None] * 255.0, np.ones_like(alpha))
+            # and the logo's colour must really fill its shape
+            inside = signal.fftconvolve(planes.values[0], alpha[::-1, ::-1], mode="valid")
+            presence = inside / (255.0 * alpha.sum())
+            return ncc * np.clip(presence / _INK_PRESENCE, 0.0, 1.0)
+        template = rgba[..., :3].transpose(2, 0, 1) if colour else (rgba[..., :3] @ _LUMA)[None]
+        # edge pixels are part background, which no template knows: count (nearly) only the
+        # pixels the logo covers fully; a steep power keeps some weight for thin strokes
+        weights = alpha**8
+        ncc, means, gain = _masked_ncc(planes.values, template, weights)
+        if planes.likeness is not None and strict:
+            shape = self.shape(width)[None] * 255.0
+            outline, _, _ = _masked_ncc(planes.likeness, shape, np.ones_like(alpha))
+            ncc = ncc * np.clip(outline / _MIN_OUTLINE, 0.0, 1.0)
+        if strict:
+            t_means = (template * weights).sum(axis=(1, 2)) / weights.sum()
+            shift = np.sqrt(((means - t_means[:, None, None]) ** 2).sum(axis=0))
+            stretch = np.log(np.maximum(gain, 1e-3)) / np.log(2.0)
+            ncc = ncc * np.exp(-((shift / _COLOUR_TOLERANCE) ** 2) - stretch**2)
+        return ncc
+
+
+def _share_grid(width_shares: Sequence[float]) -> list[float]:
+    """The given logo widths plus enough in between that neighbours differ by <= _SHARE_STEP."""
+    given = sorted(set(float(s) for s in width_shares))
+    grid = [given[0]]
+    for share in given[1:]:
+        steps = math.ceil(math.log(share / grid[-1]) / math.log(_SHARE_STEP))
+        start = grid[-1]
+        grid.extend(start * (share / start) ** (k / steps) for k in range(1, steps + 1))
+    return grid
+
+
+def _peaks(ncc: np.ndarray, size: int, count: int) -> list[tuple[float, int, int]]:
+    """The `count` highest local maxima of a score map, above zero, as (score, x, y)."""
+    local = (ndimage.maximum_filter(ncc, size=max(size, 3), mode="nearest") == ncc) & (ncc > 0)
+    ys, xs = np.nonzero(local)
+    values = ncc[ys, xs]
+    top = (
+        np.argpartition(values, -count)[-count:] if len(values) > count else np.arange(len(values))
+    )
+    top = top[np.argsort(values[top])[::-1]]
+    return [(float(values[i]), int(xs[i]), int(ys[i])) for i in top]
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+_Match = tuple[float, int, int, int, int]  # score, x0, y0, width, height
+
+
+def _refine(
+    image: np.ndarray,
+    template: _Template,
+    centre: tuple[float, float],
+    widths: Sequence[int],
+    margin: int,
+    colour: bool,
+) -> _Match | None:
+    """Best match for logo widths tried around a centre (within margin pixels of it)."""
+    height, width = image.shape[:2]
+    sizes = [(tw, template.height_for(tw)) for tw in sorted(set(widths))]
+    # one crop, and one set of image planes, for every width
+    big_w, big_h = max(w for w, _ in sizes), max(h for _, h in sizes)
+    cx0 = max(0, int(centre[0] - big_w / 2) - margin)
+    cy0 = max(0, int(centre[1] - big_h / 2) - margin)
+    cx1 = min(width, int(centre[0] + big_w / 2) + margin + 1)
+    cy1 = min(height, int(centre[1] + big_h / 2) + margin + 1)
+    planes = template.image_planes(image[cy0:cy1, cx0:cx1], colour)
+    best: _Match | None = None
+    for tw, th in sizes:
+        x0 = max(0, int(centre[0] - tw / 2) - margin)
+        y0 = max(0, int(centre[1] - th / 2) - margin)
+        x1 = min(width, int(centre[0] + tw / 2) + margin + 1)
+        y1 = min(height, int(centre[1] + th / 2) + margin + 1)
+        if x1 - x0 < tw or y1 - y0 < th:
+            continue
+        window = (slice(None), slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+        likeness = None if planes.likeness is None else planes.likeness[window]
+        ncc = template.score(_ImagePlanes(planes.values[window], likeness), tw, colour, strict=True)
+        y, x = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+        if best is None or ncc[y, x] > best[0]:
+            best = (float(ncc[y, x]), x0 + int(x), y0 + int(y), tw, th)
+    return best
+
+
+def _fit(
+    image: np.ndarray,
+    template: _Template,
+    centre: tuple[float, float],
+    width: float,
+    limits: tuple[float, float],
+    margin: int,
+    colour: bool,
+    hopeless: float,
+) -> _Match | None:
+    """Best match near a coarse estimate (centre, width): sizes around it, more in
+    the same direction (within `limits`) while the best is at an end of the range, then
+    finer steps around the best. Gives up early when the first sizes score below hopeless."""
+    tried: dict[int, _Match | None] = {}
+
+    def attempt(widths: Sequence[float]) -> None:
+        for v in widths:
+            w = max(4, round(min(max(v, limits[0]), limits[1])))
+            if w not in tried:
+                tried[w] = _refine(image, template, centre, [w], margin, colour)
+
+    attempt([width * f for f in _FINE_SHARES])
+    first = [m[0] for m in tried.values() if m is not None]
+    if not first or max(first) < hopeless:
+        return max((m for m in tried.values() if m is not None), key=lambda m: m[0], default=None)
+    for _ in range(4):
+        scored = {w: m for w, m in tried.items() if m is not None}
+        if not scored:
+            return None
+        best = max(scored, key=lambda w: scored[w][0])
+        if best == max(tried) and best * 1.06 <= limits[1]:
+            attempt([best * 1.06])
+        elif best == min(tried) and best / 1.06 >= limits[0]:
+            attempt([best / 1.06])
+        else:
+            break
+    found = max((m for m in tried.values() if m is not None), key=lambda m: m[0])
+
+    # thin strokes need the size to the pixel, and their score is not smooth in it: 2 % steps
+    # across the coarser step either side, once more if the best moved to an end, then 1 %
+    def closer(found: _Match, percents: Sequence[int]) -> tuple[_Match, bool]:
+        _, x, y, w, h = found
+        sizes = [min(max(w * (1 + k / 100), limits[0]), limits[1]) for k in percents]
+        widths = sorted({max(4, round(v)) for v in sizes})
+        better = _refine(image, template, (x + w / 2, y + h / 2), widths, 2, colour)
+        if better is None or better[0] <= found[0]:
+            return found, False
+        return better, better[3] in (widths[0], widths[-1])
+
+    found, at_end = closer(found, (-6, -4, -2, 0, 2, 4, 6))
+    if at_end:
+        found, _ = closer(found, (-6, -4, -2, 0, 2, 4, 6))
+    found, _ = closer(found, (-1, 0, 1))
+    return found
+
+
+def _prefer_whole(
+    results: list[tuple[_Match, float]],
+) -> tuple[_Match, float]:
+    """The best match, unless a clearly larger one around it scores nearly as well: a part of
+    a logo (the end of a wordmark, the middle of a star) can pass for a smaller whole."""
+
+    def box(result: tuple[_Match, float]) -> Box:
+        (_, x, y, w, h), px = result
+        return (round(x * px), round(y * px), round((x + w) * px), round((y + h) * px))
+
+    best = max(results, key=lambda r: r[0][0])
+    larger = [
+        r
+        for r in results
+        if r[0][3] * r[1] > 1.1 * best[0][3] * best[1]
+        and r[0][0] >= best[0][0] - _WHOLE_MARGIN
+        and _overlap(box(r), box(best)) > 0.9
+    ]
+    return max(larger, key=lambda r: r[0][3] * r[1]) if larger else best
+
+
+# score, box in input pixels, logo width share, width of the coarse image it was found in
+_Proposal = tuple[float, tuple[float, float, float, float], float, int]
+
+
+def _proposals(scaled: _Scaled, template: _Template, shares: Sequence[float]) -> list[_Proposal]:
+    """Coarse search: every size, a few peaks each, in grey unless only hue tells the logo
+    apart, at a resolution where the logo's shorter side is about _COARSE_LOGO_PX (shrunk
+    further, a small or wide logo is a few pixels of two colours, which match anything).
+    Returns the best few, boxes in input pixels, with their share and coarse image width."""
+    width = scaled.rgb.shape[1]
+    coarse_colour = template.coarse_colour
+    planes_at: dict[int, _ImagePlanes] = {}
+    proposals: list[_Proposal] = []
+    for share in shares:
+        wanted = _COARSE_LOGO_PX / (share * min(1.0, template.aspect))
+        coarse_w = min(width, next((w for w in _COARSE_WIDTHS if w >= wanted), _COARSE_WIDTHS[-1]))
+        coarse = scaled.at(coarse_w)
+        tw = round(share * coarse_w)
+        th = template.height_for(tw)
+        if tw < 4 or th < 4 or tw > coarse_w or th > coarse.shape[0]:
+            continue
+        if coarse_w not in planes_at:
+            planes_at[coarse_w] = template.image_planes(coarse, coarse_colour)
+        planes = planes_at[coarse_w]
+        ncc = template.score(planes, tw, coarse_colour, strict=False)
+        peaks = _peaks(ncc, min(tw, th) // 2, _COARSE_PEAKS)
+        if planes.likeness is not None:
+            # edges, and parts of the logo, match a masked pattern too: check the outline
+            alpha = template.shape(tw).ravel()
+            alpha = alpha - alpha.mean()
+            checked = []
+            for score, x, y in peaks:
+                window = planes.likeness[0, y : y + th, x : x + tw].ravel()
+                window = window - window.mean()
+                norm = math.sqrt(float(window @ window) * float(alpha @ alpha))
+                outline = float(window @ alpha) / norm if norm > 1e-9 else 0.0
+                checked.append((score * min(1.0, max(0.0, outline) / _MIN_OUTLINE), x, y))
+            peaks = checked
+        scale = width / coarse_w
+        for score, x, y in sorted(peaks, reverse=True)[:3]:
+            box = (x * scale, y * scale, (x + tw) * scale, (y + th) * scale)
+            proposals.append((score, box, share, coarse_w))
+    if not proposals:
+        return []
+    proposals.sort(key=lambda p: p[0], reverse=True)
+    kept: list[_Proposal] = []
+    for p in proposals:
+        if p[0] < proposals[0][0] - _CANDIDATE_GAP:
+            break
+        # a part of a logo can look like the whole at a smaller size: keep other sizes
+        if all(_iou(p[1], k[1]) < 0.3 or max(p[2], k[2]) > 1.3 * min(p[2], k[2]) for k in kept):
+            kept.append(p)
+        if len(kept) == _CANDIDATES:
+            break
+    return kept
+
+
+def find_logo(
+    image: np.ndarray,
+    logo: np.ndarray,
+    *,
+    width_shares: Sequence[float] = (0.05, 0.08, 0.12, 0.18, 0.25, 0.3),
+    threshold: float = 0.7,
+) -> LogoMatch:
+    """Where the brand logo appears in an image, by masked normalised cross-correlation.
+
+    width_shares: logo widths to look for, as shares of the image width; sizes in between are
+    tried too, up to 12 % apart. An RGBA logo's alpha is the match mask, so its transparent
+    background is ignored. A coarse search over all sizes proposes candidates, which are
+    refined in colour at a finer resolution, where the score also requires the logo's outline
+    and its own colours and contrast; found is score >= threshold.
+    """
+    rgb = _as_rgb(image)
+    logo = np.asarray(logo)
+    _as_rgb(logo, "logo")
+    if not width_shares or not all(0 < s <= 1 for s in width_shares):
+        raise ValueError(
+            f"width_shares must be in (0, 1] (shares of the image width): {width_shares}"
+        )
+    template = _Template(logo)
+    width = rgb.shape[1]
+    shares = _share_grid(width_shares)
+    colour = not template.silhouette
+    scaled = _Scaled(rgb)
+
+    kept = _proposals(scaled, template, shares)
+    if not kept:
+        return LogoMatch(found=False, score=-1.0, box=None, scale=None)
+
+    # fine: colour, sizes around each candidate's, at a resolution that keeps the logo small
+    results: list[tuple[_Match, float]] = []  # match, px per px
+    for _, (x0, y0, x1, y1), share, coarse_w in kept:
+        fine_w = min(width, _FINAL_WIDTH, max(coarse_w, round(_FINE_LOGO_PX / share)))
+        fine = scaled.at(fine_w)
+        r = fine_w / width
+        centre = ((x0 + x1) / 2 * r, (y0 + y1) / 2 * r)
+        margin = round(2 * fine_w / coarse_w) + 2  # a coarse pixel or two either way
+        limits = (shares[0] / _SHARE_STEP * fine_w, min(shares[-1] * _SHARE_STEP, 1) * fine_w)
+        found = _fit(
+            fine, template, centre, share * fine_w, limits, margin, colour, threshold - 0.3
+        )
+        if found is not None:
+            results.append((found, width / fine_w))
+    if not results:
+        return LogoMatch(found=False, score=kept[0][0], box=None, scale=None)
+    (score, bx, by, bw, bh), px = _prefer_whole(results)
+
+    # final position at the highest resolution used, when the refinement ran coarser
+    final_w = min(width, _FINAL_WIDTH)
+    if px > width / final_w + 1e-9:
+        final = scaled.at(final_w)
+        r = px * final_w / width
+        centre = ((bx + bw / 2) * r, (by + bh / 2) * r)
+        widths = [round(bw * r * f) for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+        found = _refine(final, template, centre, widths, margin=round(r) + 1, colour=colour)
+        if found is not None:
+            score, bx, by, bw, bh = found
+            px = width / final_w
+    box = (
+        round(bx * px),
+        round(by * px),
+        round((bx + bw) * px),
+        round((by + bh) * px),
+    )
+    if score < threshold:
+        return LogoMatch(found=False, score=score, box=None, scale=None)
+    return LogoMatch(found=True, score=score, box=box, scale=bw * px / width)
+
+
+_CORNERS: dict[tuple[bool, bool], Placement] = {
+    (True, True): "top-left",
+    (True, False): "top-right",
+    (False, True): "bottom-left",
+    (False, False): "bottom-right",
+}
+
+
+def logo_placement(box: Box, image_shape: Sequence[int]) -> Placement:
+    """The brand-kit placement a logo box is in: the centre ninth, else the nearest corner."""
+    height, width = image_shape[0], image_shape[1]
+    cx = (box[0] + box[2]) / 2 / width
+    cy = (box[1] + box[3]) / 2 / height
+    if 1 / 3 <= cx <= 2 / 3 and 1 / 3 <= cy <= 2 / 3:
+        return "center"
+    return _CORNERS[(cy < 0.5, cx < 0.5)]
