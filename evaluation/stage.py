@@ -361,10 +361,34 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "drift": drift,
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_json(root / METRICS_FILE, metrics)
+    # Everything (gate checks, per-prompt diversity, per-column drift) in the report; the
+    # headline numbers in the DVC metrics file, so `dvc metrics show/diff` stays readable.
+    write_json(report_dir / "summary.json", metrics)
+    write_json(root / METRICS_FILE, headline(metrics))
     _write_scores_plot(root / SCORES_PLOT, groups, seeds, per_image)
     _log_to_mlflow(metrics, trained, report_dir, root)
     return metrics
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The part of the evaluation that `dvc metrics show/diff` compares between experiments."""
+    gate = metrics["gate"]
+    return {
+        **{k: metrics[k] for k in ("brand", "champion", "challenger", "n_prompts", "n_seeds")},
+        "gate": {k: gate[k] for k in ("passed", "decision", "reasons")},
+        "ab": metrics["ab"],
+        "near_duplicate_rate": {
+            side: d["near_duplicate_rate"] for side, d in metrics["diversity"].items()
+        },
+        "prompt_alignment": {
+            side: a.get("mean") for side, a in metrics["prompt_alignment"].items()
+        },
+        "drift": {
+            name: {"share_drifted": d["share_drifted"], "tests_failed": d["tests_failed"]}
+            for name, d in metrics["drift"].items()
+        },
+        "seconds": metrics["seconds"],
+    }
 
 
 def _image_name(index: int, seeds: list[int]) -> str:

@@ -9,8 +9,14 @@ from training.corpus import CORPUS_WORDS
 from training.tokenizer import write_clip_tokenizer
 
 
-def build_tiny_sd(out_dir: Path, *, resolution: int = 32, seed: int = 0) -> Path:
-    """Save a random SD 1.x-style pipeline (32 px, 8x8 latents) with a base reference."""
+def build_tiny_sd(
+    out_dir: Path, *, resolution: int = 32, seed: int = 0, colour_vae: bool = False
+) -> Path:
+    """Save a random SD 1.x-style pipeline (32 px, 8x8 latents) with a base reference.
+
+    colour_vae: the embedded base's VAE (latents are the image's colours at 1/4 resolution), so
+    an adapter trained for a few seconds already changes the colours of what the model draws.
+    """
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -36,6 +42,13 @@ def build_tiny_sd(out_dir: Path, *, resolution: int = 32, seed: int = 0) -> Path
         norm_num_groups=8,
         sample_size=resolution,
     )
+    if colour_vae:
+        from training.base_model import _colour_preserving_init, _new_vae
+
+        vae = _new_vae(resolution)
+        with torch.no_grad():
+            _colour_preserving_init(vae)
+        vae.register_to_config(scaling_factor=2.0)  # its latents' std is about 0.5
     unet = UNet2DConditionModel(
         sample_size=resolution // 4,
         in_channels=4,

@@ -10,6 +10,7 @@ seeded generator, so a run is reproducible and resumes exactly from a checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -18,7 +19,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,7 +379,8 @@ def run(
         except mlflow.exceptions.MlflowException:
             log.warning("MLflow run %s of the checkpoint is gone; starting a new run", run_id)
             run_id = None
-    restore_sigterm = _terminate_as_exit()
+    sigterm = _Sigterm()
+    sigterm.install()
     active = mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{info['brand']}-lora")
     try:
         if run_id is None:
@@ -430,117 +432,126 @@ def run(
         if step == 0 and accelerator.is_main_process:
             validate(0)
         while step < tp.max_steps:
-            step_loss = 0.0
-            for micro in range(tp.gradient_accumulation_steps):
-                idx = torch.from_numpy(
-                    batch_indices(
-                        seed=tp.seed,
+            with sigterm.deferred():  # a SIGTERM ends the step first
+                step_loss = 0.0
+                for micro in range(tp.gradient_accumulation_steps):
+                    idx = torch.from_numpy(
+                        batch_indices(
+                            seed=tp.seed,
+                            step=step,
+                            micro=micro,
+                            process=accelerator.process_index,
+                            n=n_examples,
+                            size=micro_batch,
+                        )
+                    )
+                    gen = torch.Generator("cpu").manual_seed(
+                        int(
+                            np.random.default_rng(
+                                [tp.seed, step, micro, accelerator.process_index, 1]
+                            ).integers(2**62)
+                        )
+                    )
+                    mean, std = cache["latent_mean"][idx], cache["latent_std"][idx]
+                    latents = (
+                        mean + std * torch.randn(mean.shape, generator=gen) - shift
+                    ) * scaling
+                    latents = latents.to(device)
+                    noise = torch.randn(latents.shape, generator=gen).to(device)
+                    timesteps = torch.randint(
+                        0, noise_scheduler.config.num_train_timesteps, (micro_batch,), generator=gen
+                    ).to(device)
+                    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+
+                    drop = torch.rand(micro_batch, generator=gen) < tp.caption_dropout
+                    if tp.text_encoder_lora:
+                        batch_captions = [
+                            "" if d else captions[i]
+                            for i, d in zip(idx.tolist(), drop.tolist(), strict=True)
+                        ]
+                        cond = encode_captions(pipe, batch_captions, device)
+                    else:
+                        hidden = cache["hidden"][idx].clone()
+                        hidden[drop] = cache["empty_hidden"][0]
+                        pooled = None
+                        if "pooled" in cache:
+                            pooled = cache["pooled"][idx].clone()
+                            pooled[drop] = cache["empty_pooled"][0]
+                            pooled = pooled.to(device)
+                        cond = Conditioning(hidden.to(device), pooled)
+                    extra = {}
+                    if kind == "sdxl":
+                        extra["added_cond_kwargs"] = {
+                            "text_embeds": cond.pooled,
+                            "time_ids": sdxl_time_ids(pipe, resolution, micro_batch, device),
+                        }
+
+                    if noise_scheduler.config.prediction_type == "v_prediction":
+                        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+                    else:
+                        target = noise
+
+                    with accelerator.accumulate(unet):
+                        pred = unet(noisy, timesteps, cond.hidden, **extra, return_dict=False)[0]
+                        per_example = F.mse_loss(pred.float(), target.float(), reduction="none")
+                        per_example = per_example.mean(dim=list(range(1, per_example.ndim)))
+                        if tp.snr_gamma is not None:
+                            per_example = per_example * min_snr_weights(
+                                noise_scheduler, timesteps, tp.snr_gamma
+                            ).to(per_example.device)
+                        loss = per_example.mean()
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(trainable, tp.max_grad_norm)
+                        optimizer.step()
+                        lr_scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    step_loss += accelerator.gather(loss.detach()).mean().item()
+                    window_images += micro_batch * accelerator.num_processes
+
+                step += 1
+                step_loss /= tp.gradient_accumulation_steps
+                lr = lr_scheduler.get_last_lr()[0]
+                elapsed = time.perf_counter() - window_start
+                throughput = window_images / elapsed if elapsed > 0 else 0.0
+                window_start, window_images = time.perf_counter(), 0
+                history.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
+                progress.update(1)
+                progress.set_postfix(loss=f"{step_loss:.4f}")
+                if accelerator.is_main_process:
+                    mlflow.log_metrics(
+                        {
+                            "train_loss": step_loss,
+                            "learning_rate": lr,
+                            "images_per_second": throughput,
+                        },
                         step=step,
-                        micro=micro,
-                        process=accelerator.process_index,
-                        n=n_examples,
-                        size=micro_batch,
                     )
-                )
-                gen = torch.Generator("cpu").manual_seed(
-                    int(
-                        np.random.default_rng(
-                            [tp.seed, step, micro, accelerator.process_index, 1]
-                        ).integers(2**62)
+                    if step % tp.validation_every == 0 or step == tp.max_steps:
+                        validate(step)
+                    if step % tp.checkpoint_every == 0 or step == tp.max_steps:
+                        save_checkpoint(
+                            run_dir,
+                            step=step,
+                            lora_state=lora_state(),
+                            optimizer=optimizer,
+                            lr_scheduler=lr_scheduler,
+                            keep=tp.keep_checkpoints,
+                            state={"mlflow_run_id": active.info.run_id, "history": history},
+                        )
+                        last_save = step
+                if stop_after is not None and step >= stop_after and step < tp.max_steps:
+                    progress.close()
+                    log.info(
+                        "stopping at step %d as asked (last checkpoint: step %d)", step, last_save
                     )
-                )
-                mean, std = cache["latent_mean"][idx], cache["latent_std"][idx]
-                latents = (mean + std * torch.randn(mean.shape, generator=gen) - shift) * scaling
-                latents = latents.to(device)
-                noise = torch.randn(latents.shape, generator=gen).to(device)
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (micro_batch,), generator=gen
-                ).to(device)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-
-                drop = torch.rand(micro_batch, generator=gen) < tp.caption_dropout
-                if tp.text_encoder_lora:
-                    batch_captions = [
-                        "" if d else captions[i]
-                        for i, d in zip(idx.tolist(), drop.tolist(), strict=True)
-                    ]
-                    cond = encode_captions(pipe, batch_captions, device)
-                else:
-                    hidden = cache["hidden"][idx].clone()
-                    hidden[drop] = cache["empty_hidden"][0]
-                    pooled = None
-                    if "pooled" in cache:
-                        pooled = cache["pooled"][idx].clone()
-                        pooled[drop] = cache["empty_pooled"][0]
-                        pooled = pooled.to(device)
-                    cond = Conditioning(hidden.to(device), pooled)
-                extra = {}
-                if kind == "sdxl":
-                    extra["added_cond_kwargs"] = {
-                        "text_embeds": cond.pooled,
-                        "time_ids": sdxl_time_ids(pipe, resolution, micro_batch, device),
-                    }
-
-                if noise_scheduler.config.prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, timesteps)
-                else:
-                    target = noise
-
-                with accelerator.accumulate(unet):
-                    pred = unet(noisy, timesteps, cond.hidden, **extra, return_dict=False)[0]
-                    per_example = F.mse_loss(pred.float(), target.float(), reduction="none")
-                    per_example = per_example.mean(dim=list(range(1, per_example.ndim)))
-                    if tp.snr_gamma is not None:
-                        per_example = per_example * min_snr_weights(
-                            noise_scheduler, timesteps, tp.snr_gamma
-                        ).to(per_example.device)
-                    loss = per_example.mean()
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(trainable, tp.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += accelerator.gather(loss.detach()).mean().item()
-                window_images += micro_batch * accelerator.num_processes
-
-            step += 1
-            step_loss /= tp.gradient_accumulation_steps
-            lr = lr_scheduler.get_last_lr()[0]
-            elapsed = time.perf_counter() - window_start
-            throughput = window_images / elapsed if elapsed > 0 else 0.0
-            window_start, window_images = time.perf_counter(), 0
-            history.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
-            progress.update(1)
-            progress.set_postfix(loss=f"{step_loss:.4f}")
-            if accelerator.is_main_process:
-                mlflow.log_metrics(
-                    {"train_loss": step_loss, "learning_rate": lr, "images_per_second": throughput},
-                    step=step,
-                )
-                if step % tp.validation_every == 0 or step == tp.max_steps:
-                    validate(step)
-                if step % tp.checkpoint_every == 0 or step == tp.max_steps:
-                    save_checkpoint(
-                        run_dir,
+                    mlflow.end_run(status="KILLED")
+                    return TrainResult(
+                        completed=False,
                         step=step,
-                        lora_state=lora_state(),
-                        optimizer=optimizer,
-                        lr_scheduler=lr_scheduler,
-                        keep=tp.keep_checkpoints,
-                        state={"mlflow_run_id": active.info.run_id, "history": history},
+                        run_id=active.info.run_id,
+                        run_url=run_url(active),
                     )
-                    last_save = step
-            if stop_after is not None and step >= stop_after and step < tp.max_steps:
-                progress.close()
-                log.info("stopping at step %d as asked (last checkpoint: step %d)", step, last_save)
-                mlflow.end_run(status="KILLED")
-                return TrainResult(
-                    completed=False,
-                    step=step,
-                    run_id=active.info.run_id,
-                    run_url=run_url(active),
-                )
         progress.close()
         accelerator.wait_for_everyone()
         train_seconds = time.perf_counter() - started
@@ -619,46 +630,72 @@ def run(
             metrics=metrics,
         )
     except (KeyboardInterrupt, SystemExit):
-        # Interrupted (Ctrl-C, or SIGTERM via _terminate_as_exit): resumable from a checkpoint.
+        # Interrupted (Ctrl-C, or SIGTERM via _Sigterm): resumable from a checkpoint.
         mlflow.end_run(status="KILLED")
         raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
     finally:
-        restore_sigterm()
+        sigterm.restore()
     mlflow.end_run()
     return result
 
 
-def _terminate_as_exit() -> Callable[[], None]:
-    """Turn SIGTERM into SystemExit so the MLflow run ends as KILLED, not stuck RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+class _Sigterm:
+    """SIGTERM as SystemExit, so the MLflow run ends as KILLED, not stuck RUNNING.
 
-    def handler(signum: int, frame: Any) -> None:
+    Inside a training step (`deferred()`) the signal only takes note and the step ends first:
+    raised in the middle of an MLflow write or a checkpoint, the exit left the SQLite store
+    unable to record the run's end. A second SIGTERM exits at once.
+    """
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending: int | None = None
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.deferring and self.pending is None:
+            self.pending = signum
+            return
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            log.warning("SIGTERM: stopping after step (resume from the last checkpoint)")
+            raise SystemExit(128 + self.pending)
 
 
 def save_adapter(pipe: Any, unet: Any, text_encoders: list[Any], out_dir: Path) -> Path:
-    """Write `pytorch_lora_weights.safetensors`, loadable with `load_lora_weights`."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+    """Write `pytorch_lora_weights.safetensors`, loadable with `load_lora_weights`.
+
+    The keys stay in PEFT's format (`lora_A`/`lora_B`): converting them to the older diffusers
+    names only renames attention layers, and `load_lora_weights` then silently dropped every
+    attention layer of an adapter that also targets convolutions or feed-forward layers.
+    """
     from peft.utils import get_peft_model_state_dict
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    te_layers = [
-        convert_state_dict_to_diffusers(get_peft_model_state_dict(te)) for te in text_encoders
-    ]
+    unet_layers = get_peft_model_state_dict(unet)
+    te_layers = [get_peft_model_state_dict(te) for te in text_encoders]
     if pipeline_kind(pipe) == "sdxl":
         pipe.save_lora_weights(
             tmp,

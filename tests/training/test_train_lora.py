@@ -118,6 +118,33 @@ def test_text_encoder_lora_and_accumulation(train_root: Path):
     assert any(k.startswith("text_encoder.") for k in weights)
 
 
+def _lora_modules(model) -> set[str]:
+    return {name for name, m in model.named_modules() if getattr(m, "lora_A", None)}
+
+
+def test_every_trained_layer_is_loaded_back(train_root: Path):
+    """Attention, convolution and feed-forward LoRA layers, UNet and text encoder, all reload."""
+    from diffusers import StableDiffusionPipeline
+
+    modules = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "ff.net.2", "proj_in"]
+    result = train_lora.run(
+        _params(max_steps=2, checkpoint_every=2, target_modules=modules, text_encoder_lora=True),
+        root=train_root,
+    )
+    assert result.completed
+    pipe = StableDiffusionPipeline.from_pretrained(train_root / "models/base")
+    pipe.load_lora_weights(train_root / "models/lora")
+    loaded = _lora_modules(pipe.unet)
+    kinds = {name.rsplit(".", 1)[-1] for name in loaded} | {
+        name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1] for name in loaded
+    }
+    assert {"to_q", "to_out.0", "conv1", "conv2", "proj_in"} <= kinds, sorted(kinds)
+    weights = _adapter(train_root)
+    trained = {k.removeprefix("unet.").split(".lora")[0] for k in weights if k.startswith("unet.")}
+    assert loaded == trained
+    assert _lora_modules(pipe.text_encoder)
+
+
 def test_missing_prepared_dataset_is_a_clear_error(tmp_path: Path):
     with pytest.raises(train_lora.TrainingError, match="dvc repro prepare"):
         train_lora.run(_params(), root=tmp_path)
