@@ -38,6 +38,7 @@ MICRO_PARAMS = {
         "validation_every": 2,
         "evidence": {"prompts": ["{brand} banner"], "seeds": [0, 1], "num_inference_steps": 3},
     },
+    "eval": {"num_inference_steps": 3, "bootstrap_resamples": 500},
 }
 
 pytestmark = pytest.mark.e2e
@@ -189,6 +190,36 @@ def test_adapter_loads_into_the_base_pipeline_and_changes_its_output(project):
     assert np.abs(after - before).max() > 1e-6
 
 
+def test_evaluate_runs_after_training_and_records_the_ab_in_mlflow(project, monkeypatch):
+    import mlflow
+
+    repo, _ = project
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    champion = json.loads((repo / "models/champion.json").read_text())
+    assert champion["source"] == "base" and ev["champion"] == "base"
+    assert (ev["n_prompts"], ev["n_seeds"]) == (6, 8)  # the demo brand's prompt_set.yaml
+    for c in ev["ab"].values():
+        assert c["n"] == 48
+        assert c["delta_ci95"][0] <= c["delta"] <= c["delta_ci95"][1]
+    assert ev["gate"]["decision"] in ("accept", "reject") and ev["gate"]["reasons"]
+    train = _train_metrics(repo)
+    assert ev["challenger"] == train["model_uri"]
+
+    monkeypatch.chdir(repo)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    run = mlflow.get_run(train["mlflow_run_id"])
+    assert run.data.tags["brandforge.eval.gate"] == ev["gate"]["decision"]
+    assert run.data.metrics["eval_palette_adherence_delta"] == pytest.approx(
+        ev["ab"]["palette_adherence"]["delta"]
+    )
+    client = mlflow.MlflowClient()
+    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"champion_vs_challenger.png", "compliance_challenger.json", "summary.json"} <= names
+    assert len(list((repo / "reports/eval/images/challenger").glob("*.png"))) == 48
+    rows = (repo / "plots/eval_scores.csv").read_text().splitlines()
+    assert rows[0] == "image,prompt,seed,champion,challenger" and len(rows) == 49
+
+
 def test_second_repro_is_a_no_op_and_metrics_are_visible(project):
     repo, env = project
     lock = (repo / "dvc.lock").read_text()
@@ -219,3 +250,9 @@ def test_dvc_experiment_with_a_changed_rank(project):
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     assert mlflow.get_run(after["mlflow_run_id"]).data.params["train.rank"] == "4"
+    # the new adapter was evaluated too: DVC shows the change against the committed experiment
+    diff = _run([str(BIN / "dvc"), "metrics", "diff", "--json"], repo, env).stdout
+    changed = json.loads(diff)["metrics/eval.json"]
+    assert changed["challenger"]["new"] == after["model_uri"]
+    _run([str(BIN / "dvc"), "plots", "diff", "-o", str(repo / "plots_diff")], repo, env)
+    assert "compliance score per eval image" in (repo / "plots_diff" / "index.html").read_text()
