@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
-def format_summary(metrics: dict[str, Any], *, run_url: str | None = None) -> str:
+def format_summary(
+    metrics: dict[str, Any],
+    *,
+    run_url: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> str:
     pa = metrics.get("palette_adherence", {})
     lines = [
         "",
@@ -26,6 +31,17 @@ def format_summary(metrics: dict[str, Any], *, run_url: str | None = None) -> st
             f"  learned:   palette adherence {pa.get('base')} (base) -> {pa.get('adapter')} "
             f"(adapter), delta {pa.get('delta')} [95% CI {lo}..{hi}] on {pa.get('n_images')} images"
         )
+    if evaluation and evaluation.get("challenger") == metrics.get("model_uri"):
+        gate = evaluation["gate"]
+        for name in ("compliance_score", "palette_adherence"):
+            c = evaluation["ab"][name]
+            lo, hi = c["delta_ci95"]
+            lines.append(
+                f"  A/B:       {name} {c['champion']} ({evaluation['champion']}) -> "
+                f"{c['challenger']} (adapter), delta {c['delta']} [95% CI {lo}..{hi}]"
+            )
+        lines.append(f"  gate:      {gate['decision'].upper()}: {'; '.join(gate['reasons'])}")
+        lines.append("             reports/eval/ (side-by-side grid, compliance, drift reports)")
     lines += [
         "  next:      mlflow ui --backend-store-uri sqlite:///mlflow.db  (runs, loss, image grids)",
         "             dvc metrics show; dvc plots show; dvc exp run -S train.rank=8",
@@ -38,4 +54,6 @@ if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "metrics/train.json")
     if not path.is_file():
         sys.exit(f"{path}: no training metrics yet; run `dvc repro`")
-    print(format_summary(json.loads(path.read_text())))
+    eval_path = path.with_name("eval.json")
+    evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
+    print(format_summary(json.loads(path.read_text()), evaluation=evaluation))

@@ -1,0 +1,20 @@
+from training.summary import format_summary
+
+TRAIN = {"brand": "acme", "steps": 10, "model_uri": "models:/m-1", "mlflow_run_id": "r1"}
+AB = {"champion": 0.4, "challenger": 0.7, "delta": 0.3, "delta_ci95": [0.2, 0.4]}
+EVAL = {
+    "champion": "brandforge-acme v3",
+    "challenger": "models:/m-1",
+    "gate": {"decision": "reject", "reasons": ["forbidden-colour area grew"]},
+    "ab": {"compliance_score": AB, "palette_adherence": AB},
+}
+
+
+def test_the_summary_shows_the_ab_and_gate_of_this_adapter():
+    text = format_summary(TRAIN, evaluation=EVAL)
+    assert "compliance_score 0.4 (brandforge-acme v3) -> 0.7 (adapter)" in text
+    assert "gate:      REJECT: forbidden-colour area grew" in text
+
+
+def test_an_evaluation_of_another_adapter_is_not_shown():
+    assert "gate:" not in format_summary(TRAIN, evaluation={**EVAL, "challenger": "models:/m-0"})
