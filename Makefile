@@ -65,4 +65,4 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy brandforge training evaluation
+	$(BIN)/mypy brandforge training evaluation registry

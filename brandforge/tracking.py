@@ -27,12 +27,17 @@ def registered_model_name(brand: str, settings: Settings | None = None) -> str:
 
 def setup_mlflow(brand: str, *, settings: Settings | None = None) -> str:
     """Point MLflow at the configured store and select (or create) the brand's experiment."""
+    settings = settings or get_settings()
+    return use_experiment(experiment_name(brand, settings), settings=settings)
+
+
+def use_experiment(name: str, *, settings: Settings | None = None) -> str:
+    """Point MLflow at the configured store and select (or create) the experiment `name`."""
     import mlflow
 
     settings = settings or get_settings()
     uri = settings.resolved_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    name = experiment_name(brand, settings)
     if mlflow.get_experiment_by_name(name) is None:
         artifact_location = None
         # A local store gets its artifacts in a known folder; a tracking server decides itself.

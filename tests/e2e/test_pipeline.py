@@ -58,7 +58,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A fresh git + DVC repo holding the project's code and a micro params.yaml, reproduced."""
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("brandforge", "training", "evaluation"):
+    for name in ("brandforge", "training", "evaluation", "registry"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)

@@ -1,0 +1,1 @@
+"""The MLflow model registry: versions of `brandforge-<brand>`, aliases, gates and lineage."""

@@ -1,0 +1,139 @@
+"""The `register` stage: the adapter just trained and evaluated becomes a registered version.
+
+Every adapter is registered, passed or not, so the registry is the complete record. Its tags
+carry its lineage and its evaluation (see `registry.core`); when the gates passed, the
+`challenger` alias moves to it; when they did not, it is tagged `rejected` and no alias moves.
+Registering the same training run again (e.g. after a re-evaluation) updates its version
+instead of adding one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from brandforge.params import Params
+from brandforge.pipeline import BASE_DIR, read_base_reference
+from registry.core import (
+    STATUS_TAG,
+    RegistryError,
+    alias_version,
+    artifacts_present,
+    client,
+    move_alias,
+    record,
+)
+
+log = logging.getLogger(__name__)
+
+TRAIN_METRICS = Path("metrics/train.json")
+EVAL_METRICS = Path("metrics/eval.json")
+REGISTER_METRICS = Path("metrics/register.json")
+# The A/B numbers worth seeing on the version itself.
+EVAL_SUMMARY = ("compliance_score", "passed", "palette_adherence", "forbidden_share")
+
+
+def _read(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RegistryError(f"{path}: missing; run `dvc repro {stage}` first")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def version_tags(
+    trained: dict[str, Any], evaluation: dict[str, Any], run_tags: dict[str, str]
+) -> dict[str, str]:
+    """Lineage and evaluation tags for the version (all strings, as MLflow stores them)."""
+    gate = evaluation["gate"]
+    tags = {
+        "brandforge.brand": str(trained.get("brand")),
+        "brandforge.dataset_hash": str(trained.get("dataset_hash")),
+        "brandforge.base_identity": str(trained.get("base_identity")),
+        "brandforge.git_commit": run_tags.get("brandforge.git_commit", "unknown"),
+        "brandforge.params_hash": run_tags.get("brandforge.params_hash", "unknown"),
+        "brandforge.base_source": run_tags.get("brandforge.base_source", "unknown"),
+        "brandforge.eval.gate": gate["decision"],
+        "brandforge.eval.reasons": "; ".join(gate["reasons"])[:5000],
+        "brandforge.eval.champion": str(evaluation.get("champion")),
+        STATUS_TAG: "candidate" if gate["passed"] else "rejected",
+    }
+    for name in EVAL_SUMMARY:
+        c = evaluation["ab"].get(name)
+        if c is not None:
+            lo, hi = c["delta_ci95"]
+            tags[f"brandforge.eval.{name}_delta"] = f"{c['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    return tags
+
+
+def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
+    """Register (or update) the version of the trained adapter; move `challenger` if it passed."""
+    import mlflow
+
+    from brandforge.tracking import registered_model_name, setup_mlflow
+    from registry.bases import store_base
+
+    root = Path(root)
+    trained = _read(root / TRAIN_METRICS, "train")
+    evaluation = _read(root / EVAL_METRICS, "evaluate")
+    if evaluation.get("challenger") != trained.get("model_uri"):
+        raise RegistryError(
+            f"{root / EVAL_METRICS} evaluated {evaluation.get('challenger')}, not the adapter "
+            f"just trained ({trained.get('model_uri')}); run `dvc repro evaluate`"
+        )
+    brand = params.data.brand
+    name = registered_model_name(brand)
+    setup_mlflow(brand)
+    c = client()
+    run = c.get_run(trained["mlflow_run_id"])
+    if not artifacts_present(trained["model_uri"]):
+        raise RegistryError(f"{trained['model_uri']}: the logged adapter's artifacts are missing")
+
+    tags = version_tags(trained, evaluation, dict(run.data.tags))
+    base_version = store_base(c, root / BASE_DIR, read_base_reference(root / BASE_DIR))
+    if base_version:
+        tags["brandforge.base_model_version"] = base_version
+
+    existing = [
+        mv
+        for mv in c.search_model_versions(f"name='{name}'")
+        if mv.run_id == run.info.run_id and mv.source == trained["model_uri"]
+    ]
+    if existing:
+        version = str(existing[0].version)
+        log.info("%s v%s already holds this training run; updating its tags", name, version)
+        event = "re-registered (evaluation updated)"
+    else:
+        mv = mlflow.register_model(trained["model_uri"], name, tags=tags)
+        version = str(mv.version)
+        event = "registered"
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, value)
+    gate = evaluation["gate"]
+    why = f"gates {'passed' if gate['passed'] else 'failed'}: {'; '.join(gate['reasons'])}"
+    record(c, name, version, event, why=why, who="register stage")
+    alias = None
+    if gate["passed"]:
+        move_alias(
+            c, name, "challenger", version, why="passed the offline gates", who="register stage"
+        )
+        alias = "challenger"
+    else:
+        log.warning("%s v%s is rejected by its gates: no alias moves", name, version)
+        holder = alias_version(c, name, "challenger")
+        if holder is not None and holder.version == version:  # re-evaluated and now failing
+            c.delete_registered_model_alias(name, "challenger")
+            record(c, name, version, "alias challenger removed", why=why, who="register stage")
+    result = {
+        "registered_model": name,
+        "version": version,
+        "gate": gate["decision"],
+        "alias": alias,
+        "base_model_version": base_version,
+        "model_uri": f"models:/{name}/{version}",
+    }
+    out = root / REGISTER_METRICS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
