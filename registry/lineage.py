@@ -1,8 +1,10 @@
 """Lineage of a version: version → training run → dataset hash → git commit → base model.
 
-It ends with the commands that bring back the exact dataset the version was trained on: the
-git commit holds `dvc.lock` and the brand's `.dvc` files, DVC restores the data they name, and
-`data/prepared/dataset.json` must then show the version's dataset hash (`--verify` checks it).
+It ends with the commands that bring back the exact dataset the version was trained on: the git
+commit holds the code, `params.yaml` and the brand's `.dvc` pointers (or the stage that generates
+it), `dvc pull` restores the brand data they name, `dvc repro prepare` derives `data/prepared`
+(from DVC's cache when it was stored), and `data/prepared/dataset.json` must then show the
+version's dataset hash, which `--verify` checks.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ class Lineage:
         """Shell commands, run in a clone of the project, that restore the version's dataset."""
         return [
             f"git checkout {self.commit}",
-            "dvc pull prepare || dvc checkout prepare   # from the DVC remote, or a local cache",
-            "dvc repro prepare   # re-derives data/prepared if it was not stored",
+            "dvc pull --allow-missing   # the data that commit tracks, from the DVC remote",
+            "dvc repro prepare",
             f"brandforge registry lineage {self.version.name} {self.version.version} --verify",
         ]
 

@@ -220,6 +220,37 @@ def test_evaluate_runs_after_training_and_records_the_ab_in_mlflow(project, monk
     assert rows[0] == "image,prompt,seed,champion,challenger" and len(rows) == 49
 
 
+def test_the_registry_holds_the_adapter_and_its_lineage_reproduces_the_dataset(project, tmp_path):
+    repo, env = project
+    registered = json.loads((repo / "metrics/register.json").read_text())
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    assert registered["registered_model"] == "brandforge-acme" and registered["version"] == "1"
+    assert registered["alias"] == ("challenger" if ev["gate"]["passed"] else None)
+    brandforge = str(BIN / "brandforge")
+    listed = _run([brandforge, "registry", "list"], repo, env).stdout
+    assert "brandforge-acme" in listed and "brandforge-bases" in listed
+
+    # A clean clone with nothing but git, the DVC remote and the tracking store.
+    remote = tmp_path / "dvc-remote"
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], repo, env)
+    _run([str(BIN / "dvc"), "push", "-q"], repo, env)
+    out = _run([brandforge, "registry", "lineage", "brandforge-acme", "1"], repo, env).stdout
+    commands = out.split("Reproduce its dataset (in a clone of the project):\n")[1].splitlines()
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(remote)], clone, env)
+    clone_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    for line in commands:
+        args = line.split("#")[0].split()
+        if args[0] in ("dvc", "brandforge"):
+            args[0] = str(BIN / args[0])
+        _run(args, clone, clone_env)  # the last one is `lineage --verify`: exit 0 = same hash
+    assert (
+        json.loads((clone / "data/prepared/dataset.json").read_text())["hash"]
+        == json.loads((repo / "data/prepared/dataset.json").read_text())["hash"]
+    )
+
+
 def test_second_repro_is_a_no_op_and_metrics_are_visible(project):
     repo, env = project
     lock = (repo / "dvc.lock").read_text()
