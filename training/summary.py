@@ -13,6 +13,7 @@ def format_summary(
     *,
     run_url: str | None = None,
     evaluation: dict[str, Any] | None = None,
+    registered: dict[str, Any] | None = None,
 ) -> str:
     pa = metrics.get("palette_adherence", {})
     lines = [
@@ -42,6 +43,13 @@ def format_summary(
             )
         lines.append(f"  gate:      {gate['decision'].upper()}: {'; '.join(gate['reasons'])}")
         lines.append("             reports/eval/ (side-by-side grid, compliance, drift reports)")
+    if registered and evaluation and evaluation.get("challenger") == metrics.get("model_uri"):
+        alias = registered.get("alias") or "no alias: rejected by its gates"
+        lines.append(
+            f"  registry:  {registered['registered_model']} v{registered['version']} ({alias}); "
+            f"brandforge registry lineage {registered['registered_model']} "
+            f"{registered['version']}"
+        )
     lines += [
         "  next:      mlflow ui --backend-store-uri sqlite:///mlflow.db  (runs, loss, image grids)",
         "             dvc metrics show; dvc plots show; dvc exp run -S train.rank=8",
@@ -56,4 +64,8 @@ if __name__ == "__main__":
         sys.exit(f"{path}: no training metrics yet; run `dvc repro`")
     eval_path = path.with_name("eval.json")
     evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else None
-    print(format_summary(json.loads(path.read_text()), evaluation=evaluation))
+    reg_path = path.with_name("register.json")
+    registered = json.loads(reg_path.read_text()) if reg_path.is_file() else None
+    print(
+        format_summary(json.loads(path.read_text()), evaluation=evaluation, registered=registered)
+    )

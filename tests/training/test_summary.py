@@ -18,3 +18,9 @@ def test_the_summary_shows_the_ab_and_gate_of_this_adapter():
 
 def test_an_evaluation_of_another_adapter_is_not_shown():
     assert "gate:" not in format_summary(TRAIN, evaluation={**EVAL, "challenger": "models:/m-0"})
+
+
+def test_the_summary_names_the_registered_version():
+    registered = {"registered_model": "brandforge-acme", "version": "3", "alias": None}
+    text = format_summary(TRAIN, evaluation=EVAL, registered=registered)
+    assert "registry:  brandforge-acme v3 (no alias: rejected by its gates)" in text
