@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import typer
 
@@ -46,21 +46,32 @@ class BackendStoreError(RuntimeError):
     """The backend store cannot be used; the message is one line, password already masked."""
 
 
+def _split(uri: str) -> tuple[str, str, str]:
+    """`scheme://netloc/rest` as (scheme, netloc, "/rest"); ("", "", uri) without `://`.
+
+    Textual on purpose: urlunsplit would turn `sqlite:///x` into `sqlite:/x` and drop the
+    empty host of a socket URI such as `postgresql+psycopg2:///mlflow`.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return "", "", uri
+    end = min((rest.index(c) for c in "/?#" if c in rest), default=len(rest))
+    return scheme, rest[:end], rest[end:]
+
+
 def mask_password(uri: str) -> str:
     """`uri` with its password replaced by `***` (in the userinfo and in a `password=` query).
 
     Used for every message and log line that names a database URI, so that a password never
     ends up in a terminal, a CI log or an error report.
     """
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostinfo}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme, netloc, tail = _split(uri)
+    if scheme:
+        userinfo, at, hostinfo = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
+        uri = f"{scheme}://{netloc}{tail}"
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", uri)
 
 
 def is_postgres_uri(uri: str) -> bool:
@@ -77,16 +88,16 @@ def sqlalchemy_uri(uri: str) -> str:
     install (it depends on psycopg2-binary); `postgres://` (Heroku style) is not accepted by
     SQLAlchemy at all. A URI that names its driver, or is not PostgreSQL, is left as it is.
     """
-    parts = urlsplit(uri)
-    if parts.scheme.lower() in _POSTGRES_SCHEMES:
-        return urlunsplit(("postgresql+psycopg2", *parts[1:]))
+    scheme, netloc, tail = _split(uri)
+    if scheme.lower() in _POSTGRES_SCHEMES:
+        return f"postgresql+psycopg2://{netloc}{tail}"
     return uri
 
 
 def libpq_uri(uri: str) -> str:
     """The PostgreSQL URI as libpq (psycopg2.connect) reads it: `postgresql://`, no driver."""
-    parts = urlsplit(uri)
-    return urlunsplit(("postgresql", *parts[1:]))
+    _, netloc, tail = _split(uri)
+    return f"postgresql://{netloc}{tail}"
 
 
 def database_name(uri: str) -> str:
@@ -100,8 +111,9 @@ def database_name(uri: str) -> str:
 
 def maintenance_uri(uri: str, maintenance_db: str = MAINTENANCE_DB) -> str:
     """The libpq URI of the maintenance database on the same server, as the same user."""
-    parts = urlsplit(libpq_uri(uri))
-    return urlunsplit((parts.scheme, parts.netloc, f"/{maintenance_db}", parts.query, ""))
+    parts = urlsplit(uri)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"postgresql://{parts.netloc}/{maintenance_db}{query}"
 
 
 def absolute_destination(destination: str) -> str:

@@ -129,9 +129,14 @@ class Project:
 
 
 @pytest.fixture
-def project(tracking_uri, tmp_path, adapter_dir, tiny_sd_dir) -> Project:
+def project(tracking_uri, tmp_path, adapter_dir, tiny_sd_dir, monkeypatch) -> Project:
+    from brandforge.settings import get_settings
+
+    monkeypatch.setenv("BRANDFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
     brand = f"t{uuid.uuid4().hex[:8]}"  # each test its own model on the shared server
-    return Project(tmp_path / "project", brand, adapter_dir, tiny_sd_dir)
+    yield Project(tmp_path / "project", brand, adapter_dir, tiny_sd_dir)
+    get_settings.cache_clear()
 
 
 def cli(*args: str):
@@ -331,17 +336,3 @@ def test_an_alias_never_points_to_missing_artifacts(project, tracking_uri):
     refused = cli("promote", project.name, "--to", "canary", "--version", "1")
     assert refused.exit_code == 1 and "artifacts are missing" in refused.output
     assert core.alias_version(c, project.name, "canary") is None
-
-
-@pytest.fixture
-def tracking_uri(tmp_path, monkeypatch):  # TEMPORARY until conftest lands
-    from brandforge.settings import get_settings
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("BRANDFORGE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
-    monkeypatch.setenv("BRANDFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    get_settings.cache_clear()
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    get_settings.cache_clear()
