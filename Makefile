@@ -56,9 +56,8 @@ demo: install
 	@git rev-parse --git-dir >/dev/null 2>&1 || (echo "make demo needs a git checkout (DVC and lineage use it)"; exit 1)
 	@test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc repro
-	@echo
-	@$(BIN)/dvc metrics show
 	@$(PY) -m training.summary
+	@$(BIN)/brandforge registry list
 
 test: install-test
 	$(PY) -m pytest

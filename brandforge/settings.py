@@ -27,7 +27,13 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         import os
 
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
+        # A database store named without its driver: SQLAlchemy 2.1 would pick psycopg 3, which
+        # is not installed (psycopg2-binary is); `postgres://` it does not accept at all.
+        for scheme in ("postgresql://", "postgres://"):
+            if uri.startswith(scheme):
+                return "postgresql+psycopg2://" + uri.removeprefix(scheme)
+        return uri
 
 
 @lru_cache

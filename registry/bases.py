@@ -15,7 +15,7 @@ from typing import Any
 
 from brandforge.pipeline import BaseReference
 from brandforge.settings import get_settings
-from registry.core import RegistryError
+from registry.core import STATUS_TAG, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,10 @@ def store_base(c: Any, base_dir: Path, ref: BaseReference) -> str | None:
         if getattr(err, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
     mv = c.create_model_version(
-        name, source=source, run_id=run.info.run_id, tags={IDENTITY_TAG: ref.identity}
+        name,
+        source=source,
+        run_id=run.info.run_id,
+        tags={IDENTITY_TAG: ref.identity, STATUS_TAG: "base model"},
     )
     # Two registrations racing may both have stored it; the first version is the one used.
     first = find_base_version(c, ref.identity)

@@ -336,3 +336,23 @@ def test_an_alias_never_points_to_missing_artifacts(project, tracking_uri):
     refused = cli("promote", project.name, "--to", "canary", "--version", "1")
     assert refused.exit_code == 1 and "artifacts are missing" in refused.output
     assert core.alias_version(c, project.name, "canary") is None
+
+
+def test_the_registry_works_on_a_postgres_store_named_by_the_tracking_uri_alone(
+    pg_database, tmp_path, adapter_dir, tiny_sd_dir, monkeypatch
+):
+    """No server: MLFLOW_TRACKING_URI=postgresql://… (no driver named) straight to the database."""
+    from brandforge.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_database.uri)
+    monkeypatch.setenv("BRANDFORGE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    get_settings.cache_clear()
+    try:
+        p = Project(tmp_path / "project", "direct", adapter_dir, tiny_sd_dir)
+        p.train()
+        assert p.register()["alias"] == "challenger"
+        listed = cli("list")
+        assert listed.exit_code == 0 and "brandforge-direct" in listed.output
+    finally:
+        get_settings.cache_clear()
+        mlflow.set_tracking_uri(None)
