@@ -54,10 +54,10 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     return proc
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A fresh git + DVC repo holding the project's code and a micro params.yaml, reproduced."""
-    repo = tmp_path_factory.mktemp("repo")
+def reproduce(repo: Path, env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Make `repo` a fresh git + DVC repo holding the project's code and a micro params.yaml,
+    run `dvc repro` in it, and return the environment it ran with."""
+    repo.mkdir(parents=True, exist_ok=True)
     for name in ("brandforge", "training", "evaluation", "registry"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
@@ -79,13 +79,21 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         GIT_AUTHOR_EMAIL="t@example.com",
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com",
+        **(env_extra or {}),
     )
     _run(["git", "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "micro project"], repo, env)
     _run([str(BIN / "dvc"), "repro"], repo, env)
-    return repo, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh git + DVC repo holding the project's code and a micro params.yaml, reproduced."""
+    repo = tmp_path_factory.mktemp("repo")
+    return repo, reproduce(repo)
 
 
 def _train_metrics(repo: Path) -> dict:
