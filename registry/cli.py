@@ -6,6 +6,8 @@ SQLite store by default, a `brandforge mlflow-server` on PostgreSQL in productio
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +27,24 @@ Reason = Annotated[str, typer.Option("--reason", "-r", help="Why: recorded on th
 def _fail(err: Exception, code: int = 1) -> typer.Exit:
     typer.secho(f"registry: {err}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """A refused action or an unreachable store ends in one clear line, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    from brandforge.settings import get_settings
+    from registry.core import RegistryError
+
+    try:
+        yield
+    except RegistryError as err:
+        raise _fail(err) from None
+    except MlflowException as err:
+        uri = get_settings().resolved_tracking_uri()
+        message = str(err).splitlines()[0][:300]
+        raise _fail(RuntimeError(f"tracking store {uri}: {message}")) from None
 
 
 def _client() -> Any:
@@ -68,14 +88,12 @@ def list_command(
     name: Annotated[str | None, typer.Argument(help="One registered model (default: all).")] = None,
 ) -> None:
     """Models, versions, aliases and gate results, newest first."""
-    from registry.core import RegistryError, model_names, versions
+    from registry.core import model_names, versions
 
     c = _client()
-    try:
+    with _errors():
         names = [name] if name else model_names(c)
         rows = [v for n in names for v in versions(c, n)]
-    except RegistryError as err:
-        raise _fail(err) from None
     if not rows:
         typer.echo("no registered models yet (`dvc repro` registers the trained adapter)")
         return
@@ -113,14 +131,12 @@ def show_command(
     version: Annotated[str, typer.Argument(help="Version number.")],
 ) -> None:
     """Everything about one version: aliases, status, lineage and evaluation tags, history."""
-    from registry.core import HISTORY_PREFIX, RegistryError, get_version, versions_aliases
+    from registry.core import HISTORY_PREFIX, get_version, versions_aliases
 
     c = _client()
-    try:
+    with _errors():
         v = get_version(c, name, version)
         aliases = versions_aliases(c, name, v.version)
-    except RegistryError as err:
-        raise _fail(err) from None
     typer.echo(f"{v.name} v{v.version}")
     typer.echo(f"  aliases:  {', '.join(aliases) or '-'}")
     typer.echo(f"  status:   {v.status}")
@@ -151,13 +167,10 @@ def lineage_command(
 ) -> None:
     """Version → training run → dataset hash → git commit → base model, and the exact
     `git checkout` + `dvc` commands that bring its dataset back."""
-    from registry.core import RegistryError
     from registry.lineage import format_lineage, lineage, verify_dataset
 
-    try:
+    with _errors():
         ln = lineage(_client(), name, version)
-    except RegistryError as err:
-        raise _fail(err) from None
     typer.echo(format_lineage(ln))
     if verify:
         ok, message = verify_dataset(ln, root)
@@ -189,12 +202,10 @@ def promote_command(
     A version rejected by its gates needs --force and --reason; an archived one, or one whose
     model artifacts are missing, is refused. The old champion is remembered for `rollback`.
     """
-    from registry.core import RegistryError, promote
+    from registry.core import promote
 
-    try:
+    with _errors():
         v = promote(_client(), name, to, version=version, why=reason, force=force)
-    except RegistryError as err:
-        raise _fail(err) from None
     typer.echo(f"{name}: {to} -> v{v.version}")
 
 
@@ -204,12 +215,10 @@ def rollback_command(
     reason: Reason = "(no reason given)",
 ) -> None:
     """Put the previous champion back (the latest earlier champion that can still serve)."""
-    from registry.core import RegistryError, rollback
+    from registry.core import rollback
 
-    try:
+    with _errors():
         old, new = rollback(_client(), name, why=reason)
-    except RegistryError as err:
-        raise _fail(err) from None
     typer.echo(f"{name}: champion v{old.version} -> v{new.version} (rolled back)")
 
 
@@ -223,12 +232,10 @@ def archive_command(
 
     The champion cannot be archived: promote another version or roll back first.
     """
-    from registry.core import RegistryError, archive
+    from registry.core import archive
 
-    try:
+    with _errors():
         archive(_client(), name, version, why=reason)
-    except RegistryError as err:
-        raise _fail(err) from None
     typer.echo(f"{name} v{version}: archived")
 
 

@@ -356,3 +356,14 @@ def test_the_registry_works_on_a_postgres_store_named_by_the_tracking_uri_alone(
     finally:
         get_settings.cache_clear()
         mlflow.set_tracking_uri(None)
+
+
+def test_an_unreachable_tracking_server_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    result = cli("list")
+    assert result.exit_code == 1
+    assert "tracking store http://127.0.0.1:1" in result.output
+    assert "Traceback" not in result.output
+    mlflow.set_tracking_uri(None)
