@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     experiment_prefix: str = "brandforge"
     # Cached VAE latents / text embeddings, keyed by dataset hash and base model identity.
     cache_dir: Path = Path("cache")
+    # The serving tier's database (API keys, audit log, assets, rollouts): SQLite embedded,
+    # PostgreSQL in production (postgresql://...).
+    serving_db: str = "sqlite:///serving.db"
+    # Where generated assets are stored (local folder; object storage arrives with campaigns).
+    asset_dir: Path = Path("assets")
 
     def resolved_tracking_uri(self) -> str:
         import os

@@ -59,6 +59,10 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> 
     pipe.unet.add_adapter(
         LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_v"], init_lora_weights="gaussian")
     )
+    with torch.no_grad():  # PEFT starts LoRA-B at zero (a no-op adapter); make it draw
+        for param_name, param in pipe.unet.named_parameters():
+            if "lora_B" in param_name:
+                param.normal_(std=0.5)
     out = tmp_path_factory.mktemp("adapter")
     StableDiffusionPipeline.save_lora_weights(
         out, unet_lora_layers=get_peft_model_state_dict(pipe.unet)

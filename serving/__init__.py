@@ -1,0 +1,1 @@
+"""The serving tier: Ray Serve HTTP API, generator, canary rollout, access control."""

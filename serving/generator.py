@@ -1,0 +1,214 @@
+"""Generation on one replica: one base pipeline, many adapters, batched calls.
+
+The base weights are loaded once per replica (per base identity: normally one). Each registered
+version's LoRA adapter is added to that pipeline under its own adapter name the first time it is
+asked for and kept while it is among the `max_adapters` most recently used (Ray Serve's model
+multiplexing decides which replica holds which version and evicts the least recently used);
+switching between resident adapters is `set_adapters`, which reloads nothing. A batch holds
+images of one version and one set of settings; each image has its own seeded generator, so an
+image depends only on its own seed and prompt, batched or not.
+
+This module has no Ray in it: `serving.app` wraps it in deployments. Tests drive it directly too.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to draw: what the batcher groups and the pipeline renders."""
+
+    model_id: str  # "<registered model>/<version>"
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (self.model_id, self.width, self.height, self.steps, self.guidance)
+
+
+@dataclass
+class Rendered:
+    png: bytes  # lossless; the ingress converts to the requested format
+    seed: int
+    batch_size: int
+    seconds: float
+
+
+class ModelNotFound(LookupError):
+    """The registered version (or its base) cannot be loaded."""
+
+
+@dataclass
+class _Base:
+    pipe: Any
+    adapters: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def adapter_name(model_id: str) -> str:
+    # PEFT adapter names must be valid module attribute names.
+    return "v_" + "".join(ch if ch.isalnum() else "_" for ch in model_id)
+
+
+class AdapterHandle:
+    """What multiplexing caches per version; `__del__` (called by Ray on eviction) removes the
+    adapter from the shared pipeline so memory stays bounded."""
+
+    def __init__(self, engine: Engine, model_id: str, base_key: str) -> None:
+        self.engine, self.model_id, self.base_key = engine, model_id, base_key
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.unload_adapter(self.model_id, self.base_key)
+            self.engine = None  # type: ignore[assignment]
+
+
+class Engine:
+    """Bases and adapters of one replica, and the batched render call."""
+
+    def __init__(self, *, device: str = "cpu") -> None:
+        self.device = device
+        self._bases: dict[str, _Base] = {}
+        self._model_base: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _base_dir(self, name: str, version: str, tags: dict[str, str]) -> tuple[str, Path | str]:
+        """(identity, location) of the version's base: from MLflow when stored there."""
+        import mlflow
+
+        from brandforge.settings import get_settings
+
+        identity = tags.get("brandforge.base_identity", "unknown")
+        stored = tags.get("brandforge.base_model_version")
+        if not stored:
+            adapter = _load_adapter(name, version)
+            return identity, adapter.base_model
+        cache = get_settings().cache_dir / "bases" / identity
+        if (
+            not (cache / "model_index.json").is_file()
+            and not (cache / "base" / "model_index.json").is_file()
+        ):
+            base_name, base_version = stored.rsplit("/", 1)
+            cache.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{base_name}/{base_version}", dst_path=str(cache)
+            )
+        return identity, cache if (cache / "model_index.json").is_file() else cache / "base"
+
+    def load_adapter(self, model_id: str) -> AdapterHandle:
+        """Make `model_id` resident (its base too, if this replica has not loaded it yet)."""
+        from mlflow.exceptions import MlflowException
+
+        from registry.core import RegistryError, client, get_version
+
+        name, version = model_id.rsplit("/", 1)
+        try:
+            info = get_version(client(), name, version)
+            identity, location = self._base_dir(name, version, info.tags)
+            adapter = _load_adapter(name, version)
+        except (RegistryError, MlflowException, OSError) as err:
+            raise ModelNotFound(f"{model_id}: {err}") from err
+        with self._lock:
+            base = self._bases.get(identity)
+            if base is None:
+                base = _Base(pipe=_load_pipeline(str(location), self.device))
+                self._bases[identity] = base
+        with base.lock:
+            key = adapter_name(model_id)
+            if key not in base.adapters:
+                t = time.perf_counter()
+                kwargs = {"weight_name": adapter.weight_name} if adapter.weight_name else {}
+                base.pipe.load_lora_weights(adapter.adapter_path, adapter_name=key, **kwargs)
+                base.adapters.add(key)
+                log.info("adapter %s loaded in %.2f s", model_id, time.perf_counter() - t)
+        self._model_base[model_id] = identity
+        return AdapterHandle(self, model_id, identity)
+
+    def unload_adapter(self, model_id: str, base_key: str) -> None:
+        base = self._bases.get(base_key)
+        if base is None:
+            return
+        with base.lock:
+            key = adapter_name(model_id)
+            if key in base.adapters:
+                base.pipe.delete_adapters(key)
+                base.adapters.discard(key)
+                log.info("adapter %s evicted", model_id)
+
+    def resident(self) -> dict[str, list[str]]:
+        """Base identity → adapter names loaded on it (for /readyz and the memory benchmark)."""
+        return {k: sorted(b.adapters) for k, b in self._bases.items()}
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render(self, jobs: list[ImageJob]) -> list[Rendered]:
+        """Render jobs that share a batch key in one pipeline call; results in job order."""
+        import torch
+
+        if not jobs:
+            return []
+        keys = {j.batch_key() for j in jobs}
+        if len(keys) != 1:
+            raise ValueError(f"one batch must share model and settings, got {len(keys)} groups")
+        first = jobs[0]
+        base = self._bases[self._model_base[first.model_id]]
+        started = time.perf_counter()
+        with base.lock, torch.inference_mode():
+            base.pipe.set_adapters([adapter_name(first.model_id)])
+            out = base.pipe(
+                prompt=[j.prompt for j in jobs],
+                negative_prompt=[j.negative_prompt for j in jobs],
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                width=first.width,
+                height=first.height,
+                generator=[torch.Generator("cpu").manual_seed(j.seed) for j in jobs],
+                output_type="pil",
+            )
+        seconds = time.perf_counter() - started
+        results = []
+        for job, image in zip(jobs, out.images, strict=True):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            results.append(Rendered(buf.getvalue(), job.seed, len(jobs), seconds))
+        return results
+
+
+def _load_adapter(name: str, version: str) -> Any:
+    import mlflow.diffusers
+
+    return mlflow.diffusers.load_model(f"models:/{name}/{version}")
+
+
+def _load_pipeline(location: str, device: str) -> Any:
+    from brandforge.pipeline import load_pipeline
+
+    pipe = load_pipeline(location, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def group(jobs: list[ImageJob]) -> list[list[int]]:
+    """Indices of `jobs` grouped by batch key, in first-seen order."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.batch_key(), []).append(i)
+    return list(groups.values())

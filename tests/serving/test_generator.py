@@ -1,0 +1,68 @@
+"""The replica's engine without Ray: shared base, resident adapters, batching equivalence."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.generator import Engine, ImageJob, ModelNotFound, adapter_name, group
+
+
+def _job(model_id: str, seed: int, prompt: str = "acme banner", steps: int = 3) -> ImageJob:
+    return ImageJob(model_id, prompt, "", seed, 32, 32, steps, 2.0)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_two_versions_share_one_base_and_switch_without_reloading(registry_env):
+    engine = Engine()
+    v1, v2 = f"{registry_env.name}/1", f"{registry_env.name}/2"
+    h1 = engine.load_adapter(v1)
+    h2 = engine.load_adapter(v2)
+    (base,) = engine.resident().values()  # one base pipeline for both versions
+    assert base == sorted([adapter_name(v1), adapter_name(v2)])
+    pipe = next(iter(engine._bases.values())).pipe
+    unet_id = id(pipe.unet)
+    a = engine.render([_job(v1, 7)])[0]
+    b = engine.render([_job(v2, 7)])[0]
+    again = engine.render([_job(v1, 7)])[0]
+    assert id(pipe.unet) == unet_id  # nothing was reloaded
+    assert np.array_equal(_pixels(a.png), _pixels(again.png))  # deterministic per version
+    assert not np.array_equal(_pixels(a.png), _pixels(b.png))  # and the adapters differ
+    del h2  # Ray Serve calls __del__ when it evicts a version
+    assert engine.resident() == {next(iter(engine.resident())): [adapter_name(v1)]}
+    assert h1.model_id == v1
+
+
+def test_a_batch_gives_the_images_of_single_calls_with_the_same_seeds(registry_env):
+    engine = Engine()
+    model = f"{registry_env.name}/1"
+    handle = engine.load_adapter(model)  # resident while the handle lives (as in Ray's LRU)
+    jobs = [
+        _job(model, seed, prompt)
+        for seed, prompt in [(1, "acme banner"), (2, "acme poster"), (3, "acme banner")]
+    ]
+    batched = engine.render(jobs)
+    assert [r.batch_size for r in batched] == [3, 3, 3]
+    for job, result in zip(jobs, batched, strict=True):
+        single = engine.render([job])[0]
+        diff = np.abs(_pixels(single.png) - _pixels(result.png)).max()
+        assert diff <= 1, f"seed {job.seed}: batched differs from single by {diff} levels"
+    assert handle.model_id == model
+
+
+def test_jobs_are_grouped_by_model_and_settings():
+    jobs = [_job("m/1", 1), _job("m/2", 2), _job("m/1", 3), _job("m/1", 4, steps=5)]
+    assert group(jobs) == [[0, 2], [1], [3]]
+    with pytest.raises(ValueError, match="one batch"):
+        Engine().render([jobs[0], jobs[1]])
+
+
+def test_an_unknown_version_is_model_not_found(registry_env):
+    with pytest.raises(ModelNotFound, match="has no version 9"):
+        Engine().load_adapter(f"{registry_env.name}/9")
