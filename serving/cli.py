@@ -1,0 +1,216 @@
+"""`brandforge serve` and `brandforge keys`."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+keys_app = typer.Typer(help="API keys of the serving tier.", no_args_is_help=True)
+
+# The CLI imports serving.auth (and SQLAlchemy, ~0.3 s) only when a `keys` command runs, not on
+# every `brandforge` start, so the role names for --help are spelled out here;
+# tests/serving/test_auth.py checks they match serving.auth.ROLES.
+ROLES_HELP = "generate, review, deploy, admin"
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Serving database URL (sqlite:///serving.db, postgresql://user@host/db). "
+        "Default: BRANDFORGE_SERVING_DB, else sqlite:///serving.db.",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"keys: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def cli_actor() -> str:
+    """The audit actor for a command run by a person: `cli:<login name>`."""
+    try:
+        login = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        login = "unknown"
+    return f"cli:{login}"
+
+
+@contextmanager
+def _session(db: str | None) -> Iterator[Session]:
+    """A session on the serving database (tables created when missing), committed on success.
+
+    Turns what a user can fix into one red line: a bad URL or a refused value (exit 2), an
+    unreachable database (exit 1).
+    """
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from serving.db import database_url, engine_for, init_db, session_factory
+
+    try:
+        engine = engine_for(db)
+    except (ArgumentError, ImportError) as err:
+        shown_url = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", database_url(db))
+        raise _fail(f"cannot use database URL {shown_url!r}: {err}", 2) from None
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        init_db(engine)
+        with session_factory(engine).begin() as session:
+            yield session
+    except ValueError as err:
+        raise _fail(str(err), 2) from None
+    except SQLAlchemyError as err:
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())
+        raise _fail(f"database {shown}: {reason}", 1) from None
+    finally:
+        engine.dispose()
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    """`--role a --role b,c` → `["a", "b", "c"]`."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _brands_text(brands: Sequence[str]) -> str:
+    return "all (*)" if list(brands) == ["*"] else ", ".join(brands)
+
+
+@keys_app.command("create")
+def create_command(
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", "-n", metavar="NAME", help="Who or what uses the key (unique), e.g. ci-acme."
+        ),
+    ],
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role",
+            "-r",
+            metavar="ROLE",
+            help=f"A role ({ROLES_HELP}; admin implies all). Repeat, or separate with commas.",
+            show_default=False,
+        ),
+    ] = None,
+    brand: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--brand",
+            "-b",
+            metavar="BRAND",
+            help="A brand the key may touch. Repeat for several. Default: every brand (*).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Create an API key and print it ONCE: only its hash is stored.
+
+    The key alone goes to stdout, so KEY=$(brandforge keys create ...) captures just the key.
+    Its roles, its brands and the warning go to stderr.
+    """
+    from serving.auth import ALL_BRANDS, audit, create_key
+
+    brands = _split(brand or []) or [ALL_BRANDS]
+    with _session(db) as session:
+        key, row = create_key(session, name=name, roles=_split(role or []), brands=brands)
+        audit(
+            session,
+            cli_actor(),
+            "api_key.create",
+            name=row.name,
+            key_prefix=row.key_prefix,
+            roles=row.role_list,
+            brands=row.brand_list,
+        )
+    typer.echo(f"Created API key {row.name!r} ({row.key_prefix}...)", err=True)
+    typer.echo(f"  roles:  {', '.join(row.role_list)}", err=True)
+    typer.echo(f"  brands: {_brands_text(row.brand_list)}", err=True)
+    typer.echo(key)
+    typer.secho(
+        "Store this key now: it cannot be shown again (only its hash is kept). "
+        f"If it is lost, revoke it (brandforge keys revoke {row.name}) and create another.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def list_command(db: DbOpt = None) -> None:
+    """List every API key, revoked ones included (times in UTC).
+
+    The keys themselves are never shown, only their first characters (prefix).
+    """
+    from serving.auth import list_keys
+
+    with _session(db) as session:
+        rows = list_keys(session)
+    if not rows:
+        typer.echo("no API keys yet: create one with `brandforge keys create`")
+        return
+    header = ("NAME", "PREFIX", "ROLES", "BRANDS", "CREATED", "LAST USED", "REVOKED")
+    table = [header] + [
+        (
+            r.name,
+            r.key_prefix,
+            ",".join(r.role_list),
+            ",".join(r.brand_list),
+            _when(r.created_at),
+            _when(r.last_used_at),
+            _when(r.revoked_at),
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def revoke_command(
+    name: Annotated[str, typer.Argument(help="The name of the key to revoke.")],
+    db: DbOpt = None,
+) -> None:
+    """Revoke an API key: it stops working at once, for good.
+
+    The key's row stays, for the audit log. Revoking a key already revoked changes nothing.
+    """
+    from serving.auth import audit, get_key, revoke_key
+
+    with _session(db) as session:
+        existing = get_key(session, name)
+        already = existing is not None and existing.revoked_at is not None
+        row = revoke_key(session, name)
+        if not already:
+            audit(
+                session,
+                cli_actor(),
+                "api_key.revoke",
+                name=row.name,
+                key_prefix=row.key_prefix,
+            )
+    if already:
+        typer.echo(f"API key {row.name!r} was already revoked at {_when(row.revoked_at)} UTC")
+    else:
+        typer.echo(f"Revoked API key {row.name!r} ({row.key_prefix}...)")
+
+
+def serve_command() -> None:
+    """Run the serving tier (Ray Serve) on 127.0.0.1:8000."""
+    raise typer.Exit(1)
