@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from brandforge.params import Params
 from brandforge.pipeline import BASE_DIR, read_base_reference
 from registry.core import (
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 TRAIN_METRICS = Path("metrics/train.json")
 EVAL_METRICS = Path("metrics/eval.json")
 REGISTER_METRICS = Path("metrics/register.json")
+BRAND_KIT = Path("data/prepared/brand.yaml")
+BRAND_KIT_TAG = "brandforge.brand_kit"
 # The A/B numbers worth seeing on the version itself.
 EVAL_SUMMARY = ("compliance_score", "passed", "palette_adherence", "forbidden_share")
 
@@ -91,6 +95,15 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         raise RegistryError(f"{trained['model_uri']}: the logged adapter's artifacts are missing")
 
     tags = version_tags(trained, evaluation, dict(run.data.tags))
+    kit_file = root / BRAND_KIT
+    if kit_file.is_file():
+        # The serving tier scores every image against the kit the version was trained for.
+        kit = json.dumps(yaml.safe_load(kit_file.read_text()), separators=(",", ":"))
+        if len(kit) > 5000:
+            raise RegistryError(f"{kit_file}: the brand kit is over 5000 characters as JSON")
+        tags[BRAND_KIT_TAG] = kit
+    else:
+        log.warning("%s: no brand kit; the version cannot be scored when served", kit_file)
     base_version = store_base(c, root / BASE_DIR, read_base_reference(root / BASE_DIR))
     if base_version:
         tags["brandforge.base_model_version"] = base_version

@@ -211,6 +211,57 @@ def revoke_command(
         typer.echo(f"Revoked API key {row.name!r} ({row.key_prefix}...)")
 
 
-def serve_command() -> None:
-    """Run the serving tier (Ray Serve) on 127.0.0.1:8000."""
-    raise typer.Exit(1)
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8000,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="No API keys: every request is allowed (local use only).")
+    ] = False,
+    max_adapters: Annotated[
+        int, typer.Option("--max-adapters", min=1, help="Resident adapters per replica (LRU).")
+    ] = 4,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Images per generator batch, at most.")
+    ] = 4,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", min=0, help="How long a batch waits to fill.")
+    ] = 50.0,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Generator replicas (one base model each).")
+    ] = 1,
+) -> None:
+    """Run the serving tier: a Ray Serve application with the HTTP API (docs at /docs).
+
+    A local Ray starts by default; set RAY_ADDRESS to use an existing cluster. Models come from
+    the MLflow registry named by MLFLOW_TRACKING_URI (each brand's `champion`); keys, assets and
+    the audit log live in BRANDFORGE_SERVING_DB. Without any API key the server refuses to
+    start unless --dev. Stops cleanly on Ctrl-C or SIGTERM.
+    """
+    from serving.app import ServeConfig
+    from serving.server import run_forever, served_environment
+
+    if not dev:
+        from serving.auth import has_any_key
+        from serving.db import engine_for, init_db, session_factory
+
+        engine = engine_for(None)
+        init_db(engine)
+        with session_factory(engine)() as session:
+            if not has_any_key(session):
+                typer.secho(
+                    "serve: no API key is configured: create one with `brandforge keys create "
+                    "--name app --role generate`, or run with --dev (no authentication, local "
+                    "use only)",
+                    fg=typer.colors.RED,
+                    err=True,
+                )
+                raise typer.Exit(2)
+    config = ServeConfig(
+        dev=dev,
+        max_adapters=max_adapters,
+        max_batch_size=max_batch_size,
+        batch_wait_s=batch_wait_ms / 1000,
+        generator_replicas=replicas,
+        env=served_environment(),
+    )
+    run_forever(config, host=host, port=port)

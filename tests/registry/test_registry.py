@@ -78,6 +78,11 @@ class Project:
         self.name = f"brandforge-{brand}"
         shutil.copytree(base, root / "models" / "base")
         (root / "metrics").mkdir(parents=True)
+        (root / "data/prepared").mkdir(parents=True)
+        shutil.copy(
+            Path(__file__).parents[1] / "evaluation/data/acme.yaml",
+            root / "data/prepared/brand.yaml",
+        )
         self.params = parse_params({"data": {"brand": brand}})
 
     def train(self, *, dataset_hash: str = "d" * 64, commit: str = "c0ffee" * 6 + "abcd") -> str:
@@ -170,6 +175,7 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
     assert v.tags["brandforge.git_commit"].startswith("c0ffee")
     assert v.tags["brandforge.base_identity"] == "tiny-random-0"
     assert v.tags["brandforge.params_hash"] == "p" * 16
+    assert json.loads(v.tags["brandforge.brand_kit"])["forbidden_colors"] == ["#DC2828"]
     assert v.tags["brandforge.eval.gate"] == "accept"
     assert v.tags["brandforge.eval.compliance_score_delta"] == "+0.1000 [+0.0500, +0.1500]"
     assert v.status == "candidate"

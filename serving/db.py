@@ -1,0 +1,318 @@
+"""The serving tier's durable state: one SQLAlchemy database (DESIGN.md, decision 6).
+
+SQLite when embedded (the default, `sqlite:///serving.db`), PostgreSQL in production
+(`BRANDFORGE_SERVING_DB=postgresql://...`): the same models and queries run on both, selected
+by the URL alone. Tables: `api_keys` and `audit_log` (access control, see `serving.auth`) and
+`assets` (metadata of generated images; the files live in the asset store, addressed by the
+opaque id, never by a client-supplied path).
+
+Conventions, so that both backends give back the same values:
+
+- Every timestamp is a timezone-aware UTC `datetime` (`UTCDateTime`): PostgreSQL keeps
+  `timestamptz`, SQLite has no time zones, so the UTC wall time is stored and UTC re-attached
+  on the way out. Naive datetimes are refused rather than guessed.
+- JSON columns (`detail`, `compliance`) are stored as text (`JSONText`) and read back as Python
+  objects: portable, readable with `sqlite3`/`psql`, no dialect-specific JSON operators needed.
+- Functions here never commit: callers own the transaction (unit of work).
+
+Usage:
+
+    engine = engine_for()              # settings' serving_db
+    init_db(engine)                    # create missing tables; safe to call every start
+    Session = session_factory(engine)
+    with Session.begin() as session:   # commits on success, rolls back on error
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import DateTime, TypeDecorator
+
+# Longest key name, brand name and role list we accept (validated in serving.auth too).
+NAME_MAX = 100
+BRAND_MAX = 100
+# How long a SQLite writer waits for another one's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column holds)."""
+    return datetime.now(UTC)
+
+
+def new_asset_id() -> str:
+    """An opaque, unguessable asset id (22 URL-safe characters, 128 random bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def database_url(url: str | None = None) -> str:
+    """The serving database URL: `url`, else the settings' `serving_db`, with the driver made
+    explicit for PostgreSQL.
+
+    A bare `postgresql://` (or `postgres://`, which SQLAlchemy rejects outright) becomes
+    `postgresql+psycopg2://`: SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not
+    installed (psycopg2-binary is). The same rewrite as `Settings.resolved_tracking_uri`.
+    """
+    if url is None:
+        from brandforge.settings import get_settings
+
+        url = get_settings().serving_db
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url.removeprefix(scheme)
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers never block the writer and vice versa (the API reads keys on every request
+    # while the CLI or a rollout writes). synchronous=NORMAL is durable across application
+    # crashes in WAL mode and much faster than FULL. SQLite leaves foreign keys off by default.
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def engine_for(url: str | None = None) -> Engine:
+    """An engine for the serving database (`url`, default: settings' `serving_db`).
+
+    SQLite: the parent folder of the database file is created; connections may cross threads
+    (Ray Serve and FastAPI run handlers on a thread pool; SQLAlchemy's pool hands one
+    connection to one thread at a time); WAL journal mode and a busy timeout so concurrent
+    readers and a writer do not fail. `sqlite://` (in memory) keeps one shared connection so
+    every session sees the same database. PostgreSQL: connections are checked before use, so a
+    restarted server costs no failed request. Raises `sqlalchemy.exc.ArgumentError` for a URL
+    SQLAlchemy cannot parse.
+    """
+    resolved = make_url(database_url(url))
+    if resolved.get_backend_name() != "sqlite":
+        return create_engine(resolved, pool_pre_ping=True)
+
+    connect_args: dict[str, Any] = {
+        "check_same_thread": False,
+        "timeout": SQLITE_BUSY_TIMEOUT_S,
+    }
+    database = resolved.database or ""
+    in_memory = database in ("", ":memory:") or resolved.query.get("mode") == "memory"
+    if in_memory:
+        engine = create_engine(resolved, connect_args=connect_args, poolclass=StaticPool)
+    else:
+        if not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(resolved, connect_args=connect_args)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (see the module docstring)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone-aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME silently drops an offset; store the UTC wall time explicitly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """A JSON document (dict or list) stored as text, read back as Python objects.
+
+    Refuses anything but a dict or a list, so that an already-encoded string is not encoded a
+    second time (it would read back as a string, not the object).
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict | list):
+            raise TypeError(
+                f"JSON column takes a dict or a list, got {type(value).__name__} "
+                "(pass the object, not its json.dumps)"
+            )
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every serving table; `Base.metadata` is what `init_db` creates.
+
+    Constraint names follow a fixed convention, so a future Alembic migration can refer to
+    them by name on both SQLite and PostgreSQL.
+    """
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Access control (serving.auth)
+# --------------------------------------------------------------------------------------------
+
+
+class ApiKey(Base):
+    """One API key: who (name), what it may do (roles) and on which brands (DESIGN.md, 7).
+
+    Only the SHA-256 of the key is stored (`key_hash`), plus its first 12 characters
+    (`key_prefix`) so a person can tell keys apart in `brandforge keys list` and logs. `roles`
+    and `brands` are comma-separated; `brands` is `*` for every brand. A revoked key is kept
+    (with `revoked_at`) so the audit log's actor names stay meaningful.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("length(name) > 0", name="name_not_empty"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(12), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    roles: Mapped[str] = mapped_column(Text)
+    brands: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    @property
+    def role_list(self) -> list[str]:
+        """`roles` as a list (stored comma-separated)."""
+        return [r for r in self.roles.split(",") if r]
+
+    @property
+    def brand_list(self) -> list[str]:
+        """`brands` as a list; `["*"]` means every brand."""
+        return [b for b in self.brands.split(",") if b]
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def __repr__(self) -> str:  # never the hash: logs and tracebacks need no more than this
+        return f"ApiKey(name={self.name!r}, prefix={self.key_prefix!r}, roles={self.roles!r})"
+
+
+class AuditLog(Base):
+    """One security-relevant event: who (`actor`: a key's name, `cli:<login>` or `system`) did
+    what (`action`, e.g. `api_key.create`) to which brand, with details as JSON."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    brand: Mapped[str | None] = mapped_column(String(BRAND_MAX), default=None, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONText(), default=dict)
+
+    def __repr__(self) -> str:
+        return f"AuditLog(at={self.at!r}, actor={self.actor!r}, action={self.action!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# Generated assets
+# --------------------------------------------------------------------------------------------
+
+
+class Asset(Base):
+    """Metadata of one generated image: everything needed to reproduce and audit it (model
+    version, canary or champion, prompt, seed, sampler settings) and its compliance report.
+
+    `id` is opaque and random, the only handle clients get; `path` is relative to the asset
+    directory and is set by the server, never taken from a request. Every asset belongs to one
+    brand; listings are per brand and newest first, hence the (brand, created_at) index.
+    """
+
+    __tablename__ = "assets"
+    __table_args__ = (
+        CheckConstraint("variant IN ('champion', 'canary')", name="variant"),
+        Index("ix_assets_brand_created_at", "brand", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_asset_id)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16))
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    seed: Mapped[int] = mapped_column(BigInteger)  # generators take up to 64-bit seeds
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    format: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    compliance: Mapped[dict[str, Any]] = mapped_column(JSONText(), default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    def __repr__(self) -> str:
+        return f"Asset(id={self.id!r}, brand={self.brand!r}, variant={self.variant!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# Rollouts (canary router and rollout controller): added here later, on the same `Base`, so
+# `init_db` creates them with the rest. Keep them in this module, below this line.
+# --------------------------------------------------------------------------------------------
+
+
+def init_db(engine: Engine) -> None:
+    """Create every missing table and index of `Base.metadata`; existing ones are left as they
+    are, so this is safe at every start (it is not a migration: a changed column is not
+    altered)."""
+    Base.metadata.create_all(engine, checkfirst=True)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to `engine`. Objects stay readable after commit (`expire_on_commit=False`):
+    a request handler or the CLI commits and then still reports what it wrote, without a
+    second round trip."""
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,70 @@
+"""Prometheus metrics of the ingress, labelled by brand, model version and variant."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+LABELS = ("brand", "version", "variant")
+
+
+class Metrics:
+    """One registry per ingress replica (not the process-global default registry)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "brandforge_requests",
+            "Generate requests answered",
+            [*LABELS, "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "brandforge_request_seconds",
+            "Generate request latency (s)",
+            LABELS,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "brandforge_batch_size",
+            "Images per generator batch",
+            LABELS,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "brandforge_errors",
+            "Failed generate requests",
+            [*LABELS, "kind"],
+            registry=self.registry,
+        )
+        self.compliance_score = Histogram(
+            "brandforge_compliance_score",
+            "Compliance score of generated images",
+            LABELS,
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+
+    def request(self, labels: dict[str, str], status: str, seconds: float) -> None:
+        self.requests.labels(**labels, status=status).inc()
+        self.latency.labels(**labels).observe(seconds)
+
+    def error(self, labels: dict[str, str], kind: str) -> None:
+        self.errors.labels(**labels, kind=kind).inc()
+        self.requests.labels(**labels, status="error").inc()
+
+    def batch(self, labels: dict[str, str], size: int) -> None:
+        self.batch_size.labels(**labels).observe(size)
+
+    def compliance(self, labels: dict[str, str], score: float) -> None:
+        self.compliance_score.labels(**labels).observe(score)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

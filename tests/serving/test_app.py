@@ -1,0 +1,226 @@
+"""The real Ray Serve application on loopback, serving the tiny registered models.
+
+One application per module (Ray and Serve take ~15 s to start): brand `acme` has a champion
+(v1) and a challenger (v2); brand `globex` has a version but no champion. Keys: `app` may
+generate for acme only, `reviewer` may only review, `ops` is admin for every brand.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import mlflow
+import pytest
+import requests
+from PIL import Image
+
+from tests.registry.test_registry import Project
+
+pytestmark = pytest.mark.e2e
+
+BODY = {"brand": "acme", "prompt": "acme banner", "n": 2, "width": 32, "height": 32, "steps": 3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir):
+    from brandforge.settings import get_settings
+    from serving.app import ServeConfig
+    from serving.auth import create_key
+    from serving.db import engine_for, init_db, session_factory
+    from serving.server import served_environment, start, stop
+
+    tmp = tmp_path_factory.mktemp("serve")
+    env = {
+        **served_registry.env,
+        "BRANDFORGE_SERVING_DB": f"sqlite:///{tmp / 'serving.db'}",
+        "BRANDFORGE_ASSET_DIR": str(tmp / "assets"),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        mlflow.set_tracking_uri(served_registry.tracking_uri)
+        globex = Project(tmp / "globex", "globex", adapter_dir, tiny_sd_dir)
+        globex.train()
+        globex.register()  # a challenger, no champion
+
+        db = engine_for(None)
+        init_db(db)
+        keys = {}
+        with session_factory(db)() as session:
+            keys["app"], _ = create_key(session, name="app", roles=["generate"], brands=["acme"])
+            keys["reviewer"], _ = create_key(
+                session, name="reviewer", roles=["review"], brands=["*"]
+            )
+            keys["ops"], _ = create_key(session, name="ops", roles=["admin"], brands=["*"])
+            session.commit()
+        port = _free_port()
+        config = ServeConfig(max_batch_size=4, batch_wait_s=0.2, env=served_environment())
+        start(config, port=port)
+        try:
+            yield f"http://127.0.0.1:{port}", keys, tmp
+        finally:
+            stop()
+            get_settings.cache_clear()
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_health_needs_no_key_and_readiness_reports_the_generator(server):
+    url, _, _ = server
+    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(f"{url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+    assert "/v1/generate" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_generate_returns_scored_images_that_can_be_fetched(server):
+    url, keys, tmp = server
+    r = requests.post(
+        f"{url}/v1/generate", json={**BODY, "seed": 40}, headers=_auth(keys["app"]), timeout=120
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] == {"name": "brandforge-acme", "version": "1", "variant": "champion"}
+    assert [i["seed"] for i in out["images"]] == [40, 41]
+    for image in out["images"]:
+        assert set(image["compliance"]) == {"score", "passed", "violations"}
+        assert 0 <= image["compliance"]["score"] <= 1
+        got = requests.get(f"{url}{image['url']}", headers=_auth(keys["app"]), timeout=10)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(got.content)).size == (32, 32)
+    # same seed, same image
+    again = requests.post(
+        f"{url}/v1/generate",
+        json={**BODY, "n": 1, "seed": 40},
+        headers=_auth(keys["app"]),
+        timeout=120,
+    ).json()
+    first = requests.get(f"{url}{out['images'][0]['url']}", headers=_auth(keys["app"]), timeout=10)
+    second = requests.get(
+        f"{url}{again['images'][0]['url']}", headers=_auth(keys["app"]), timeout=10
+    )
+    assert first.content == second.content
+
+
+@pytest.mark.parametrize(("fmt", "pil"), [("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
+def test_every_format_opens_in_a_real_decoder(server, fmt, pil):
+    url, keys, _ = server
+    r = requests.post(
+        f"{url}/v1/generate",
+        json={**BODY, "n": 1, "format": fmt},
+        headers=_auth(keys["app"]),
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    got = requests.get(
+        f"{url}{r.json()['images'][0]['url']}", headers=_auth(keys["app"]), timeout=10
+    )
+    image = Image.open(io.BytesIO(got.content))
+    assert image.format == pil and image.size == (32, 32)
+
+
+def test_access_is_checked_by_key_role_and_brand(server):
+    url, keys, _ = server
+    assert requests.post(f"{url}/v1/generate", json=BODY, timeout=10).status_code == 401
+    wrong = requests.post(f"{url}/v1/generate", json=BODY, headers=_auth("bf_nope"), timeout=10)
+    assert wrong.status_code == 401
+    reviewer = requests.post(
+        f"{url}/v1/generate", json=BODY, headers=_auth(keys["reviewer"]), timeout=10
+    )
+    assert reviewer.status_code == 403 and "generate" in reviewer.json()["detail"]
+    other_brand = requests.post(
+        f"{url}/v1/generate",
+        json={**BODY, "brand": "globex"},
+        headers=_auth(keys["app"]),
+        timeout=10,
+    )
+    assert other_brand.status_code == 403 and "globex" in other_brand.json()["detail"]
+    assert requests.get(f"{url}/metrics", headers=_auth(keys["app"]), timeout=10).status_code == 403
+    assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
+
+
+def test_bad_requests_name_the_field_and_unknown_or_unready_brands_say_what_to_do(server):
+    url, keys, _ = server
+    ops = _auth(keys["ops"])
+    too_many = requests.post(f"{url}/v1/generate", json={**BODY, "n": 9}, headers=ops, timeout=10)
+    assert too_many.status_code == 422
+    assert too_many.json()["detail"][0]["loc"] == ["body", "n"]
+    odd = requests.post(f"{url}/v1/generate", json={**BODY, "width": 33}, headers=ops, timeout=10)
+    assert odd.status_code == 422 and odd.json()["detail"][0]["loc"] == ["body", "width"]
+    extra = requests.post(
+        f"{url}/v1/generate", json={**BODY, "colour": "red"}, headers=ops, timeout=10
+    )
+    assert extra.status_code == 422
+    unknown = requests.post(
+        f"{url}/v1/generate", json={**BODY, "brand": "nobody"}, headers=ops, timeout=10
+    )
+    assert unknown.status_code == 404 and "unknown brand" in unknown.json()["detail"]
+    no_champion = requests.post(
+        f"{url}/v1/generate", json={**BODY, "brand": "globex"}, headers=ops, timeout=10
+    )
+    assert no_champion.status_code == 409
+    assert "promote" in no_champion.json()["detail"]
+    missing = requests.get(f"{url}/v1/assets/nope", headers=ops, timeout=10)
+    assert missing.status_code == 404
+
+
+def test_models_lists_champions_and_challengers(server):
+    url, keys, _ = server
+    models = requests.get(f"{url}/v1/models", headers=_auth(keys["ops"]), timeout=30).json()
+    by_brand = {m["brand"]: m for m in models["models"]}
+    assert by_brand["acme"]["champion"] == "1" and by_brand["acme"]["challenger"] == "2"
+    assert by_brand["globex"]["champion"] is None
+
+
+def test_concurrent_requests_are_batched_and_metrics_show_it(server):
+    url, keys, _ = server
+    body = {**BODY, "n": 1, "seed": 7}
+
+    def call(_: int) -> int:
+        return requests.post(
+            f"{url}/v1/generate", json=body, headers=_auth(keys["app"]), timeout=120
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(call, range(8))) == [200] * 8
+    text = requests.get(f"{url}/metrics", headers=_auth(keys["ops"]), timeout=10).text
+    count = _metric(text, "brandforge_batch_size_count")
+    total = _metric(text, "brandforge_batch_size_sum")
+    assert total > count, "some batch held more than one image"
+    assert _metric(text, "brandforge_requests_total") >= 8
+    assert _metric(text, "brandforge_compliance_score_count") >= 8
+    assert 'brand="acme"' in text and 'variant="champion"' in text
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def test_the_server_refuses_to_start_without_keys_unless_dev(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from brandforge.cli import app
+
+    monkeypatch.setenv("BRANDFORGE_SERVING_DB", f"sqlite:///{tmp_path / 'empty.db'}")
+    from brandforge.settings import get_settings
+
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["serve", "--port", "1"])
+    get_settings.cache_clear()
+    assert result.exit_code == 2 and "no API key" in result.output
