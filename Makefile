@@ -64,4 +64,4 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy brandforge training evaluation registry
+	$(BIN)/mypy brandforge training evaluation registry serving
