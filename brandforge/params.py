@@ -160,12 +160,35 @@ class EvalParams(_Section):
     gates: GateParams = GateParams()
 
 
+class RolloutParams(_Section):
+    """Canary analysis: each step compares canary with champion over the same window."""
+
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
+    min_requests: int = Field(50, ge=1, description="canary requests a step needs to be judged")
+    min_seconds: float = Field(300.0, ge=0, description="how long a step lasts at least")
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1)
+    max_p95_latency_ratio: float = Field(1.5, gt=0)
+    max_compliance_drop: float = Field(0.05, ge=0, le=1, description="mean compliance score")
+    max_failed_compliance_increase: float = Field(0.05, ge=0, le=1)
+    check_every_s: float = Field(5.0, gt=0, description="how often the controller looks")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in value) or value != sorted(set(value)):
+            raise ValueError("steps must be increasing percentages in 1..100")
+        if value[-1] != 100:
+            raise ValueError("the last step must be 100 (all traffic on the canary)")
+        return value
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     base: BaseParams = BaseParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
+    rollout: RolloutParams = RolloutParams()
 
 
 def format_validation_errors(err: ValidationError, source: str) -> str:
