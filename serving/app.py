@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,7 @@ class ServeConfig:
     default_guidance: float = 2.0
     alias_ttl_s: float = 2.0  # how long a resolved champion is trusted before asking again
     env: tuple[tuple[str, str], ...] = ()  # tracking URI, stores: what every replica must see
+    rollout: dict[str, Any] = field(default_factory=dict)  # params.yaml `rollout:` (thresholds)
 
 
 class GenerateRequest(BaseModel):
@@ -69,6 +71,23 @@ class GenerateRequest(BaseModel):
     guidance: float | None = Field(None, ge=0, le=30)
     seed: int | None = Field(None, ge=0, lt=2**63)
     format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    brand: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
+    steps: list[int] | None = None  # default: params.yaml rollout.steps
+    min_requests: int | None = Field(None, ge=1)
+    min_seconds: float | None = Field(None, ge=0)
+    mode: Literal["live", "shadow"] = "live"
+
+
+class AbortRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("aborted by API", min_length=1, max_length=500)
 
 
 def _apply_env(env: tuple[tuple[str, str], ...]) -> None:
@@ -150,8 +169,28 @@ def ingress_deployment(config: ServeConfig) -> Any:
             self.sessions = session_factory(self.db)
             self.asset_dir = Path(settings.asset_dir).resolve()
             self.metrics = Metrics()
+            from brandforge.params import RolloutParams
+            from serving.rollout import RolloutController
+
+            self.rollout_params = RolloutParams(**config.rollout)
+            self.rollouts = RolloutController(self.sessions, self.rollout_params)
+            self._background: set[asyncio.Task[None]] = set()
+            # The controller judges every running rollout on a timer; all of its state is in the
+            # database, so a restarted server carries on where it was.
+            self._stop = threading.Event()
+            threading.Thread(target=self._control_loop, name="rollouts", daemon=True).start()
             self._aliases: dict[str, tuple[float, dict[str, str | None]]] = {}
             self._kits: dict[str, Any] = {}
+
+        def _control_loop(self) -> None:
+            while not self._stop.wait(self.rollout_params.check_every_s):
+                try:
+                    decisions = self.rollouts.evaluate_all()
+                except Exception:  # noqa: BLE001 (logged; the next tick tries again)
+                    log.exception("rollout controller")
+                    continue
+                if decisions:
+                    self._aliases.clear()  # aliases may have moved
 
         # -- access ---------------------------------------------------------------------
 
@@ -251,27 +290,108 @@ def ingress_deployment(config: ServeConfig) -> Any:
                     continue
                 brand = name.removeprefix("brandforge-")
                 aliases = await asyncio.to_thread(self._aliases_of, brand)
-                brands.append({"brand": brand, "model": name, **aliases, "rollout": None})
+                rollout = await asyncio.to_thread(self.rollouts.current, brand)
+                state = None
+                if rollout is not None:
+                    state = {
+                        "id": rollout.id,
+                        "mode": rollout.mode,
+                        "canary": rollout.canary_version,
+                        "step": rollout.step_index,
+                        "weight": self.rollouts.weight(rollout),
+                    }
+                brands.append({"brand": brand, "model": name, **aliases, "rollout": state})
             return {"models": brands}
 
         @api.post("/v1/generate", tags=["generate"])
         async def generate(self, body: GenerateRequest, request: Request) -> dict[str, Any]:
-            """Generate `n` images with the brand's champion; each is scored and stored."""
+            """Generate `n` images with the brand's champion (or, during a rollout, the canary
+            for the rollout's share of clients); each image is scored and stored."""
+            from serving.rollout import assign_variant
+
             started = time.perf_counter()
-            self._principal(request, "generate", body.brand)
+            who = self._principal(request, "generate", body.brand)
             aliases = await asyncio.to_thread(self._aliases_of, body.brand)
-            version = aliases["champion"]
-            if version is None:
+            champion = aliases["champion"]
+            if champion is None:
                 raise HTTPException(
                     409,
                     f"brand {body.brand!r} has no champion yet: promote a version with "
                     f"`brandforge registry promote brandforge-{body.brand} --to champion`",
                 )
-            variant = "champion"
-            model_id = f"brandforge-{body.brand}/{version}"
-            labels = {"brand": body.brand, "version": version, "variant": variant}
+            rollout = await asyncio.to_thread(self.rollouts.current, body.brand)
+            variant, version = "champion", champion
+            if rollout is not None and rollout.mode == "live":
+                # Sticky per client: the X-Client-Id header, else the API key's name.
+                client_id = request.headers.get("x-client-id") or who
+                if assign_variant(client_id, rollout.id, self.rollouts.weight(rollout)) == "canary":
+                    variant, version = "canary", rollout.canary_version
             base_seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-            jobs = [
+            jobs = self._jobs(body, f"brandforge-{body.brand}/{version}", base_seed)
+            try:
+                rendered = await self._render(body.brand, version, variant, jobs, rollout)
+            except Exception as err:  # noqa: BLE001 (a failed canary falls back below)
+                if variant != "canary":
+                    raise self._failed(body.brand, version, variant, err) from None
+                # The client gets an image from the champion; the canary gets the failure.
+                variant, version = "champion", champion
+                jobs = self._jobs(body, f"brandforge-{body.brand}/{version}", base_seed)
+                try:
+                    rendered = await self._render(body.brand, version, variant, jobs, rollout)
+                except Exception as err2:  # noqa: BLE001
+                    raise self._failed(body.brand, version, variant, err2) from None
+            if rollout is not None and rollout.mode == "shadow":
+                shadow = self._jobs(
+                    body, f"brandforge-{body.brand}/{rollout.canary_version}", base_seed
+                )
+                task = asyncio.create_task(self._shadow(body, rollout, shadow))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            model_id = f"brandforge-{body.brand}/{version}"
+            kit = await asyncio.to_thread(self._kit, model_id)
+            request_id = uuid.uuid4().hex
+            images = await asyncio.to_thread(
+                self._store, body, rendered, kit, request_id, model_id, variant
+            )
+            scores = [
+                i["compliance"]["score"] for i in images if i["compliance"]["score"] is not None
+            ]
+            passed = [
+                bool(i["compliance"]["passed"])
+                for i in images
+                if i["compliance"]["passed"] is not None
+            ]
+            labels = {"brand": body.brand, "version": version, "variant": variant}
+            for r in rendered:
+                self.metrics.batch(labels, r.batch_size)
+            for score in scores:
+                self.metrics.compliance(labels, score)
+            elapsed = time.perf_counter() - started
+            self.metrics.request(labels, "ok", elapsed)
+            await asyncio.to_thread(
+                self.rollouts.record_request,
+                body.brand,
+                version,
+                variant,
+                ok=True,
+                latency_s=elapsed,
+                images=len(images),
+                compliance_scores=scores,
+                compliance_passed=passed,
+                rollout_id=rollout.id if rollout is not None else None,
+            )
+            return {
+                "request_id": request_id,
+                "model": {
+                    "name": f"brandforge-{body.brand}",
+                    "version": version,
+                    "variant": variant,
+                },
+                "images": images,
+            }
+
+        def _jobs(self, body: GenerateRequest, model_id: str, base_seed: int) -> list[ImageJob]:
+            return [
                 ImageJob(
                     model_id=model_id,
                     prompt=body.prompt,
@@ -286,35 +406,73 @@ def ingress_deployment(config: ServeConfig) -> Any:
                 )
                 for i in range(body.n)
             ]
+
+        async def _render(
+            self, brand: str, version: str, variant: str, jobs: list[ImageJob], rollout: Any
+        ) -> list[Rendered]:
+            """Ask the generator; a failure is counted and recorded for this variant first."""
+            started = time.perf_counter()
             try:
                 rendered: list[Rendered] = await self.generator.options(
-                    multiplexed_model_id=model_id
+                    multiplexed_model_id=jobs[0].model_id
                 ).generate.remote(jobs)
-            except Exception as err:  # noqa: BLE001 (reported, counted, answered as 503)
+            except Exception as err:
+                labels = {"brand": brand, "version": version, "variant": variant}
                 self.metrics.error(labels, type(err).__name__)
-                log.exception("generation failed for %s", model_id)
-                cause = "model could not be loaded" if "ModelNotFound" in repr(err) else "error"
-                raise HTTPException(503, f"generation failed ({cause}): {str(err)[:300]}") from None
-            kit = await asyncio.to_thread(self._kit, model_id)
-            request_id = uuid.uuid4().hex
-            images = await asyncio.to_thread(
-                self._store, body, rendered, kit, request_id, model_id, variant
+                log.warning("generation failed for %s (%s): %s", jobs[0].model_id, variant, err)
+                await asyncio.to_thread(
+                    self.rollouts.record_request,
+                    brand,
+                    version,
+                    variant,
+                    ok=False,
+                    latency_s=time.perf_counter() - started,
+                    images=0,
+                    compliance_scores=[],
+                    compliance_passed=[],
+                    rollout_id=rollout.id if rollout is not None else None,
+                )
+                raise
+            return rendered
+
+        def _failed(self, brand: str, version: str, variant: str, err: Exception) -> HTTPException:
+            cause = "model could not be loaded" if "ModelNotFound" in repr(err) else "error"
+            return HTTPException(503, f"generation failed ({cause}): {str(err)[:300]}")
+
+        async def _shadow(self, body: GenerateRequest, rollout: Any, jobs: list[ImageJob]) -> None:
+            """Shadow mode: the canary renders a copy of the request; only measurements remain."""
+            import numpy as np
+            from PIL import Image
+
+            from evaluation.compliance import compliance_report
+
+            started = time.perf_counter()
+            version = rollout.canary_version
+            try:
+                rendered = await self._render(body.brand, version, "canary", jobs, rollout)
+            except Exception:  # noqa: BLE001 (recorded by _render; nobody waits for a shadow)
+                return
+            kit = await asyncio.to_thread(self._kit, jobs[0].model_id)
+            scores: list[float] = []
+            passed: list[bool] = []
+            if kit is not None:
+                for r in rendered:
+                    pixels = np.asarray(Image.open(io.BytesIO(r.png)).convert("RGB"))
+                    report = await asyncio.to_thread(compliance_report, pixels, kit)
+                    scores.append(report.score)
+                    passed.append(report.passed)
+            await asyncio.to_thread(
+                self.rollouts.record_request,
+                body.brand,
+                version,
+                "canary",
+                ok=True,
+                latency_s=time.perf_counter() - started,
+                images=len(rendered),
+                compliance_scores=scores,
+                compliance_passed=passed,
+                rollout_id=rollout.id,
             )
-            for r in rendered:
-                self.metrics.batch(labels, r.batch_size)
-            for image in images:
-                if image["compliance"]["score"] is not None:
-                    self.metrics.compliance(labels, image["compliance"]["score"])
-            self.metrics.request(labels, "ok", time.perf_counter() - started)
-            return {
-                "request_id": request_id,
-                "model": {
-                    "name": f"brandforge-{body.brand}",
-                    "version": version,
-                    "variant": variant,
-                },
-                "images": images,
-            }
 
         def _store(
             self,
@@ -386,6 +544,46 @@ def ingress_deployment(config: ServeConfig) -> Any:
                     )
                 session.commit()
             return out
+
+        @api.post("/v1/rollouts", tags=["rollouts"], status_code=201)
+        async def start_rollout(self, body: RolloutRequest, request: Request) -> dict[str, Any]:
+            """Start a canary rollout of a version that passed its gates (the `canary` alias moves
+            to it); the controller then walks it through the steps or rolls it back."""
+            who = self._principal(request, "deploy", body.brand)
+            try:
+                await asyncio.to_thread(
+                    self.rollouts.start,
+                    body.brand,
+                    body.version,
+                    steps=body.steps,
+                    min_requests=body.min_requests,
+                    min_seconds=body.min_seconds,
+                    mode=body.mode,
+                    actor=who,
+                )
+            except ValueError as err:
+                raise HTTPException(409, str(err)) from None
+            self._aliases.pop(body.brand, None)
+            return await asyncio.to_thread(self.rollouts.get, body.brand)
+
+        @api.get("/v1/rollouts/{brand}", tags=["rollouts"])
+        async def rollout_state(self, brand: str, request: Request) -> dict[str, Any]:
+            """State, step, weight and the measurements behind every decision."""
+            self._principal(request, "deploy", brand)
+            return await asyncio.to_thread(self.rollouts.get, brand)
+
+        @api.post("/v1/rollouts/{brand}/abort", tags=["rollouts"])
+        async def abort_rollout(
+            self, brand: str, body: AbortRequest, request: Request
+        ) -> dict[str, Any]:
+            """Roll back at once: the canary alias goes, all traffic to the champion."""
+            who = self._principal(request, "deploy", brand)
+            try:
+                await asyncio.to_thread(self.rollouts.abort, brand, actor=who, reason=body.reason)
+            except ValueError as err:
+                raise HTTPException(409, str(err)) from None
+            self._aliases.pop(brand, None)
+            return await asyncio.to_thread(self.rollouts.get, brand)
 
         @api.get("/v1/assets/{asset_id}", tags=["generate"])
         async def asset(self, asset_id: str, request: Request) -> FileResponse:

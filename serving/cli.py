@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -229,6 +229,12 @@ def serve_command(
     replicas: Annotated[
         int, typer.Option("--replicas", min=1, help="Generator replicas (one base model each).")
     ] = 1,
+    params: Annotated[
+        str,
+        typer.Option(
+            "--params", help="params.yaml whose `rollout:` section sets the canary gates."
+        ),
+    ] = "params.yaml",
 ) -> None:
     """Run the serving tier: a Ray Serve application with the HTTP API (docs at /docs).
 
@@ -256,7 +262,19 @@ def serve_command(
                     err=True,
                 )
                 raise typer.Exit(2)
+    from pathlib import Path
+
+    from brandforge.params import ParamsError, RolloutParams, load_params
+
+    rollout = RolloutParams()
+    if Path(params).is_file():
+        try:
+            rollout = load_params(Path(params)).rollout
+        except ParamsError as err:
+            typer.secho(f"serve: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
     config = ServeConfig(
+        rollout=rollout.model_dump(),
         dev=dev,
         max_adapters=max_adapters,
         max_batch_size=max_batch_size,
@@ -265,3 +283,88 @@ def serve_command(
         env=served_environment(),
     )
     run_forever(config, host=host, port=port)
+
+
+rollout_app = typer.Typer(
+    help="Canary rollouts on a running server (`brandforge serve`), through its HTTP API.",
+    no_args_is_help=True,
+)
+
+Url = Annotated[str, typer.Option("--url", envvar="BRANDFORGE_URL", help="The server.")]
+Key = Annotated[
+    str,
+    typer.Option("--key", envvar="BRANDFORGE_API_KEY", help="An API key with the deploy role."),
+]
+
+
+def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> None:
+    import json
+
+    import requests
+
+    try:
+        r = requests.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+    except requests.RequestException as err:
+        typer.secho(f"rollout: cannot reach {url}: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        typer.secho(f"rollout: {r.status_code}: {detail}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(r.json(), indent=2))
+
+
+@rollout_app.command("start")
+def rollout_start(
+    brand: Annotated[str, typer.Option("--brand", help="The brand.")],
+    version: Annotated[str, typer.Option("--version", help="The version to roll out.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+    steps: Annotated[
+        str | None, typer.Option("--steps", help="Percent steps, e.g. 5,25,50,100.")
+    ] = None,
+    min_requests: Annotated[int | None, typer.Option("--min-requests", min=1)] = None,
+    min_seconds: Annotated[float | None, typer.Option("--min-seconds", min=0)] = None,
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="Run the canary on a copy of the traffic only.")
+    ] = False,
+) -> None:
+    """Start a rollout: the canary alias moves to VERSION, traffic follows the steps."""
+    body: dict[str, object] = {
+        "brand": brand,
+        "version": version,
+        "mode": "shadow" if shadow else "live",
+    }
+    if steps:
+        body["steps"] = [int(s) for s in steps.split(",")]
+    if min_requests is not None:
+        body["min_requests"] = min_requests
+    if min_seconds is not None:
+        body["min_seconds"] = min_seconds
+    _call("POST", f"{url}/v1/rollouts", key, body)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    brand: Annotated[str, typer.Option("--brand", help="The brand.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+) -> None:
+    """State, step, weight and the measurements behind each decision."""
+    _call("GET", f"{url}/v1/rollouts/{brand}", key)
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    brand: Annotated[str, typer.Option("--brand", help="The brand.")],
+    reason: Annotated[str, typer.Option("--reason", help="Recorded in the audit log.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: Key = "",
+) -> None:
+    """Roll back at once: the canary alias goes, all traffic to the champion."""
+    _call("POST", f"{url}/v1/rollouts/{brand}/abort", key, {"reason": reason})

@@ -34,9 +34,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Engine,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -44,6 +46,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -302,6 +305,130 @@ class Asset(Base):
 # Rollouts (canary router and rollout controller): added here later, on the same `Base`, so
 # `init_db` creates them with the rest. Keep them in this module, below this line.
 # --------------------------------------------------------------------------------------------
+
+ROLLOUT_MODES = ("live", "shadow")
+ROLLOUT_STATES = ("running", "promoted", "rolled_back", "aborted")
+ROLLOUT_DECISIONS = ("start", "pass", "fail", "promote", "rollback", "abort")
+VARIANTS = ("champion", "canary")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Rollout(Base):
+    """One canary rollout of a brand's model version (`serving.rollout`).
+
+    `steps` are the canary's traffic percentages (e.g. `[5, 25, 50, 100]`); `step_index` is the
+    step in force since `step_started_at`. `mode` is `live` (the canary answers its share of
+    the clients) or `shadow` (the champion answers everyone; the canary's share is copied to
+    the canary and only measured). `state` is `running` until the rollout ends `promoted`,
+    `rolled_back` (a step failed its checks) or `aborted` (by a person, or because the registry
+    changed under it), with `reason` saying why. The versions are pinned at the start, so the
+    router and the analysis keep comparing the same two models.
+
+    At most one `running` rollout per brand: the controller checks it, and the partial unique
+    index `uq_rollouts_running_brand` (SQLite and PostgreSQL both have partial indexes) makes a
+    concurrent second start fail instead of racing.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        CheckConstraint(_in("mode", ROLLOUT_MODES), name="mode"),
+        CheckConstraint(_in("state", ROLLOUT_STATES), name="state"),
+        CheckConstraint("step_index >= 0", name="step_index"),
+        Index(
+            "uq_rollouts_running_brand",
+            "brand",
+            unique=True,
+            sqlite_where=text("state = 'running'"),
+            postgresql_where=text("state = 'running'"),
+        ),
+        Index("ix_rollouts_brand_created_at", "brand", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))
+    model_name: Mapped[str] = mapped_column(String(200))
+    canary_version: Mapped[str] = mapped_column(String(64))
+    champion_version: Mapped[str] = mapped_column(String(64))
+    steps: Mapped[list[int]] = mapped_column(JSONText())
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[str] = mapped_column(String(16), default="live")
+    min_requests: Mapped[int] = mapped_column(Integer)
+    min_seconds: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def __repr__(self) -> str:
+        return (
+            f"Rollout(id={self.id!r}, brand={self.brand!r}, v{self.canary_version} over "
+            f"v{self.champion_version}, step={self.step_index!r}, state={self.state!r})"
+        )
+
+
+class RolloutDecision(Base):
+    """One decision of a rollout, with the measurements it was taken on: `start`, `pass` (the
+    step's checks held), `fail` (one did not), then `promote`, `rollback` or `abort`.
+    `weight` is the canary's traffic percentage of the step the decision was taken at."""
+
+    __tablename__ = "rollout_decisions"
+    __table_args__ = (CheckConstraint(_in("decision", ROLLOUT_DECISIONS), name="decision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    step_index: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    measurements: Mapped[dict[str, Any]] = mapped_column(JSONText(), default=dict)
+
+    def __repr__(self) -> str:
+        return f"RolloutDecision(rollout={self.rollout_id!r}, {self.decision!r} at {self.at!r})"
+
+
+class RequestLog(Base):
+    """One served generation request, as the rollout analysis needs it: which version and
+    variant answered, whether it succeeded, how long it took, how many images it produced and
+    how they scored against the brand kit (`compliance_mean` over the scored images, None when
+    none could be scored; `compliance_failed` images that failed the kit).
+
+    No prompt and no client id: nothing personal is kept here. `rollout_id` is the rollout in
+    force (None outside one); it is not a foreign key, so logging never waits on the rollout
+    tables. The analysis reads one brand's rows since a time (index on brand, at); old rows can
+    be deleted by time (index on `at`)."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        CheckConstraint(_in("variant", VARIANTS), name="variant"),
+        Index("ix_request_log_brand_at", "brand", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))  # indexed with `at`
+    model_version: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16))
+    rollout_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    latency_s: Mapped[float] = mapped_column(Float)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    compliance_mean: Mapped[float | None] = mapped_column(Float, default=None)
+    compliance_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestLog(brand={self.brand!r}, v{self.model_version} {self.variant}, "
+            f"ok={self.ok!r}, at={self.at!r})"
+        )
 
 
 def init_db(engine: Engine) -> None:
