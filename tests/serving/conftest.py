@@ -32,6 +32,19 @@ def other_adapter_dir(tmp_path_factory, adapter_dir) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
+def blank_adapter_dir(tmp_path_factory, adapter_dir) -> Path:  # noqa: F811
+    """An adapter whose weights went NaN (a diverged training): the model draws black frames,
+    blank and off-palette, so every image fails compliance with score 0."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("adapter-blank")
+    weights = load_file(adapter_dir / "pytorch_lora_weights.safetensors")
+    nan = {k: (v * float("nan") if "lora_B" in k else v) for k, v in weights.items()}
+    save_file(nan, out / "pytorch_lora_weights.safetensors")
+    return out
+
+
+@pytest.fixture(scope="session")
 def served_registry(
     tmp_path_factory,
     tiny_sd_dir,

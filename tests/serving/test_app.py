@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import mlflow
 import pytest
 import requests
 from PIL import Image
 
+from registry import core
+from registry.core import client, promote
 from tests.registry.test_registry import Project
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +34,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir):
+def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir, blank_adapter_dir):
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
@@ -51,6 +55,21 @@ def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir):
         globex = Project(tmp / "globex", "globex", adapter_dir, tiny_sd_dir)
         globex.train()
         globex.register()  # a challenger, no champion
+        # Brands for rollouts: v1 is the champion, v2 the canary to roll out.
+        canaries = {"steady": adapter_dir, "blackout": blank_adapter_dir, "broken": adapter_dir}
+        for brand, canary in canaries.items():
+            p = Project(tmp / brand, brand, adapter_dir, tiny_sd_dir)
+            p.train()
+            p.register()
+            p.adapter = canary
+            p.train()
+            p.register()
+            promote(client(), p.name, "champion", version="1", why="rollout tests")
+        # `broken`: v2's weights are damaged in the artifact store, so loading it raises.
+        source = core.get_version(client(), "brandforge-broken", "2").source
+        weights = Path(mlflow.artifacts.download_artifacts(source)) / "adapter_weights"
+        for f in weights.glob("*.safetensors"):
+            f.write_bytes(b"not a safetensors file")
 
         db = engine_for(None)
         init_db(db)
@@ -63,7 +82,12 @@ def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir):
             keys["ops"], _ = create_key(session, name="ops", roles=["admin"], brands=["*"])
             session.commit()
         port = _free_port()
-        config = ServeConfig(max_batch_size=4, batch_wait_s=0.2, env=served_environment())
+        config = ServeConfig(
+            max_batch_size=4,
+            batch_wait_s=0.2,
+            env=served_environment(),
+            rollout={"check_every_s": 0.3, "min_seconds": 0, "min_requests": 2},
+        )
         start(config, port=port)
         try:
             yield f"http://127.0.0.1:{port}", keys, tmp
@@ -224,3 +248,87 @@ def test_the_server_refuses_to_start_without_keys_unless_dev(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["serve", "--port", "1"])
     get_settings.cache_clear()
     assert result.exit_code == 2 and "no API key" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Canary rollouts
+
+
+def _drive(url: str, key: str, brand: str, until: set[str], timeout: float = 120) -> dict:
+    """Send traffic from many clients until the rollout's state is in `until`; return it."""
+    deadline = time.monotonic() + timeout
+    i = 0
+    body = {**BODY, "brand": brand, "n": 1}
+    while time.monotonic() < deadline:
+
+        def call(j: int) -> int:
+            r = requests.post(
+                f"{url}/v1/generate",
+                json={**body, "seed": j},
+                headers={**_auth(key), "X-Client-Id": f"client-{j}"},
+                timeout=120,
+            )
+            return r.status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(call, range(i, i + 8)))
+        assert codes == [200] * 8, codes  # no client request fails, whatever the canary does
+        i += 8
+        state = requests.get(f"{url}/v1/rollouts/{brand}", headers=_auth(key), timeout=10).json()
+        if state["state"] in until:
+            return state
+    raise AssertionError(f"rollout of {brand} did not reach {until}: {state}")
+
+
+def _start(url: str, key: str, brand: str, **extra) -> requests.Response:
+    return requests.post(
+        f"{url}/v1/rollouts",
+        json={"brand": brand, "version": "2", **extra},
+        headers=_auth(key),
+        timeout=60,
+    )
+
+
+def test_rollouts_need_the_deploy_role(server):
+    url, keys, _ = server
+    assert _start(url, keys["app"], "acme").status_code == 403
+    assert (
+        requests.get(f"{url}/v1/rollouts/acme", headers=_auth(keys["app"]), timeout=10).status_code
+        == 403
+    )
+
+
+def test_a_healthy_canary_is_promoted_through_every_step(server):
+    url, keys, _ = server
+    started = _start(url, keys["ops"], "steady", steps=[5, 25, 50, 100])
+    assert started.status_code == 201, started.text
+    assert started.json()["weight"] == 5
+    assert core.alias_version(client(), "brandforge-steady", "canary").version == "2"
+    state = _drive(url, keys["ops"], "steady", {"promoted", "rolled_back", "aborted"})
+    assert state["state"] == "promoted", state
+    passes = [d for d in state["decisions"] if d["decision"] == "pass"]
+    assert [d["weight"] for d in passes] == [5, 25, 50, 100]
+    assert all(d["measurements"] for d in passes)
+    assert core.alias_version(client(), "brandforge-steady", "champion").version == "2"
+    assert core.alias_version(client(), "brandforge-steady", "canary") is None
+    history = [e for _, e in core.get_version(client(), "brandforge-steady", "2").history()]
+    assert any("rollout" in e for e in history)
+
+
+def test_a_canary_drawing_blank_frames_is_rolled_back_on_compliance(server):
+    url, keys, _ = server
+    assert _start(url, keys["ops"], "blackout", steps=[50, 100]).status_code == 201
+    state = _drive(url, keys["ops"], "blackout", {"promoted", "rolled_back", "aborted"})
+    assert state["state"] == "rolled_back", state
+    assert "compliance" in state["reason"]
+    assert core.alias_version(client(), "brandforge-blackout", "champion").version == "1"
+    assert core.alias_version(client(), "brandforge-blackout", "canary") is None
+
+
+def test_a_canary_that_raises_is_rolled_back_and_no_client_request_fails(server):
+    url, keys, _ = server
+    assert _start(url, keys["ops"], "broken", steps=[50, 100]).status_code == 201
+    state = _drive(url, keys["ops"], "broken", {"promoted", "rolled_back", "aborted"})
+    assert state["state"] == "rolled_back", state
+    assert "error" in state["reason"]
+    assert core.alias_version(client(), "brandforge-broken", "champion").version == "1"
