@@ -60,6 +60,7 @@ def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir, blank_ad
         canaries = {
             "steady": adapter_dir,
             "resume": adapter_dir,
+            "shadowy": adapter_dir,
             "blackout": blank_adapter_dir,
             "broken": adapter_dir,
         }
@@ -384,3 +385,31 @@ def test_a_restarted_server_resumes_the_rollout_where_it_was(server):
     )
     done = _drive(url, keys["ops"], "resume", {"promoted", "rolled_back", "aborted"})
     assert done["state"] == "promoted", done
+
+
+def test_shadow_mode_answers_from_the_champion_and_measures_the_canary(server):
+    url, keys, _ = server
+    assert _start(url, keys["ops"], "shadowy", steps=[100], mode="shadow").status_code == 201
+    variants = set()
+    deadline = time.monotonic() + 120
+    state: dict = {}
+    j = 0
+    while time.monotonic() < deadline:
+        r = requests.post(
+            f"{url}/v1/generate",
+            json={**BODY, "brand": "shadowy", "n": 1},
+            headers={**_auth(keys["ops"]), "X-Client-Id": f"s{j}"},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        variants.add(r.json()["model"]["variant"])
+        j += 1
+        state = requests.get(
+            f"{url}/v1/rollouts/shadowy", headers=_auth(keys["ops"]), timeout=10
+        ).json()
+        if state["state"] != "running":
+            break
+    assert variants == {"champion"}  # clients never see the canary's images
+    assert state["state"] == "promoted", state
+    judged = [d for d in state["decisions"] if d["decision"] == "pass"][-1]
+    assert judged["measurements"]["canary"]["requests"] >= 2
