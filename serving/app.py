@@ -196,7 +196,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
         def _principal(self, request: Request, role: str, brand: str | None) -> str:
             """The caller's key name, after checking role and brand; raises 401/403."""
-            from serving.auth import AuthError, Forbidden, authenticate
+            from serving.auth import AuthError, authenticate
 
             if config.dev:
                 return "dev"
@@ -217,7 +217,6 @@ def ingress_deployment(config: ServeConfig) -> Any:
                     f"key {principal.name!r} may not {role}"
                     + (f" for brand {brand!r}" if brand else ""),
                 )
-            _ = Forbidden  # the HTTP layer answers 403 itself
             return principal.name
 
         # -- models ---------------------------------------------------------------------
