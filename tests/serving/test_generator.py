@@ -39,12 +39,13 @@ def test_two_versions_share_one_base_and_switch_without_reloading(registry_env):
     assert h1.model_id == v1
 
 
-def test_a_batch_gives_the_images_of_single_calls_with_the_same_seeds(registry_env):
+@pytest.mark.parametrize("steps", [3, 20])
+def test_a_batch_gives_the_images_of_single_calls_with_the_same_seeds(registry_env, steps):
     engine = Engine()
     model = f"{registry_env.name}/1"
     handle = engine.load_adapter(model)  # resident while the handle lives (as in Ray's LRU)
     jobs = [
-        _job(model, seed, prompt)
+        _job(model, seed, prompt, steps=steps)
         for seed, prompt in [(1, "acme banner"), (2, "acme poster"), (3, "acme banner")]
     ]
     batched = engine.render(jobs)
@@ -52,6 +53,8 @@ def test_a_batch_gives_the_images_of_single_calls_with_the_same_seeds(registry_e
     for job, result in zip(jobs, batched, strict=True):
         single = engine.render([job])[0]
         diff = np.abs(_pixels(single.png) - _pixels(result.png)).max()
+        # Same seeds, same latents; only float rounding of batched kernels differs (measured: 0
+        # levels at 3 steps, at most 1 level on one image at 20 steps).
         assert diff <= 1, f"seed {job.seed}: batched differs from single by {diff} levels"
     assert handle.model_id == model
 
