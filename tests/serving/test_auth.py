@@ -11,14 +11,11 @@ nothing.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import typer
@@ -31,54 +28,15 @@ from serving import auth
 from serving.auth import AuthError, Forbidden, Principal
 from serving.db import ApiKey, Asset, AuditLog, database_url, engine_for, init_db, session_factory
 
-ADMIN_URI = os.environ.get(
-    "BRANDFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-DB_PREFIX = "brandforge_test_auth_"
-
-
-# --------------------------------------------------------------------------------------------
-# Fixtures: one SQLite file, or one throwaway PostgreSQL database, per test
-# --------------------------------------------------------------------------------------------
-
-
-def _admin_connection() -> Any:
-    """An autocommit connection to the maintenance database; fails the test when unreachable."""
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(ADMIN_URI, connect_timeout=5)
-    except psycopg2.OperationalError as err:
-        reason = " ".join(str(err).split())
-        pytest.fail(
-            f"PostgreSQL is not reachable at {urlsplit(ADMIN_URI).netloc} ({reason}). These "
-            "tests need a real server: start PostgreSQL, or set BRANDFORGE_TEST_POSTGRES to a "
-            "maintenance-database URI.",
-            pytrace=False,
-        )
-    conn.autocommit = True
-    return conn
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A plain `postgresql://` URL (as a user would write it) of an empty database, dropped
-    after the test, whatever connections are still open to it."""
-    from psycopg2 import sql
+    """A plain `postgresql://` URL (as a user would write it) of an empty throwaway database,
+    dropped after the test (the registry tests' helper: fails, never skips, without PostgreSQL)."""
+    from tests.registry.conftest import _throwaway_database
 
-    name = f"{DB_PREFIX}{uuid.uuid4().hex[:16]}"
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        parts = urlsplit(ADMIN_URI)
-        yield urlunsplit(("postgresql", parts.netloc, f"/{name}", parts.query, ""))
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        conn.close()
+    with _throwaway_database(create=True) as db:
+        yield db.uri
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
