@@ -367,17 +367,8 @@ def ingress_deployment(config: ServeConfig) -> Any:
                 self.metrics.compliance(labels, score)
             elapsed = time.perf_counter() - started
             self.metrics.request(labels, "ok", elapsed)
-            await asyncio.to_thread(
-                self.rollouts.record_request,
-                body.brand,
-                version,
-                variant,
-                ok=True,
-                latency_s=elapsed,
-                images=len(images),
-                compliance_scores=scores,
-                compliance_passed=passed,
-                rollout_id=rollout.id if rollout is not None else None,
+            await self._record(
+                body.brand, version, variant, rollout, elapsed, len(images), scores, passed
             )
             return {
                 "request_id": request_id,
@@ -419,20 +410,35 @@ def ingress_deployment(config: ServeConfig) -> Any:
                 labels = {"brand": brand, "version": version, "variant": variant}
                 self.metrics.error(labels, type(err).__name__)
                 log.warning("generation failed for %s (%s): %s", jobs[0].model_id, variant, err)
-                await asyncio.to_thread(
-                    self.rollouts.record_request,
-                    brand,
-                    version,
-                    variant,
-                    ok=False,
-                    latency_s=time.perf_counter() - started,
-                    images=0,
-                    compliance_scores=[],
-                    compliance_passed=[],
-                    rollout_id=rollout.id if rollout is not None else None,
-                )
+                elapsed = time.perf_counter() - started
+                await self._record(brand, version, variant, rollout, elapsed, 0, None, [])
                 raise
             return rendered
+
+        async def _record(
+            self,
+            brand: str,
+            version: str,
+            variant: str,
+            rollout: Any,
+            elapsed: float,
+            images: int,
+            scores: list[float] | None,
+            passed: list[bool],
+        ) -> None:
+            """One request_log row for the rollout analysis; `scores` None: the request failed."""
+            await asyncio.to_thread(
+                self.rollouts.record_request,
+                brand,
+                version,
+                variant,
+                ok=scores is not None,
+                latency_s=elapsed,
+                images=images,
+                compliance_scores=scores or [],
+                compliance_passed=passed,
+                rollout_id=rollout.id if rollout is not None else None,
+            )
 
         def _failed(self, brand: str, version: str, variant: str, err: Exception) -> HTTPException:
             cause = "model could not be loaded" if "ModelNotFound" in repr(err) else "error"
@@ -460,17 +466,9 @@ def ingress_deployment(config: ServeConfig) -> Any:
                     report = await asyncio.to_thread(compliance_report, pixels, kit)
                     scores.append(report.score)
                     passed.append(report.passed)
-            await asyncio.to_thread(
-                self.rollouts.record_request,
-                body.brand,
-                version,
-                "canary",
-                ok=True,
-                latency_s=time.perf_counter() - started,
-                images=len(rendered),
-                compliance_scores=scores,
-                compliance_passed=passed,
-                rollout_id=rollout.id,
+            elapsed = time.perf_counter() - started
+            await self._record(
+                body.brand, version, "canary", rollout, elapsed, len(rendered), scores, passed
             )
 
         def _store(
