@@ -16,6 +16,10 @@ from typing import Any, Literal
 REFERENCE_FILE = "brandforge_base.json"
 # Where the `base` stage writes the base reference (and the embedded pipeline), from the root.
 BASE_DIR = Path("models/base")
+# The prepared dataset (`prepare` writes it; train, evaluate and register read it) and the
+# trained adapter (`train` writes it; evaluate and register read it).
+PREPARED_DIR = Path("data/prepared")
+LORA_DIR = Path("models/lora")
 
 
 class BaseModelError(RuntimeError):

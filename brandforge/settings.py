@@ -32,13 +32,22 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         import os
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
-        # A database store named without its driver: SQLAlchemy 2.1 would pick psycopg 3, which
-        # is not installed (psycopg2-binary is); `postgres://` it does not accept at all.
-        for scheme in ("postgresql://", "postgres://"):
-            if uri.startswith(scheme):
-                return "postgresql+psycopg2://" + uri.removeprefix(scheme)
-        return uri
+        return sqlalchemy_url(os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri)
+
+
+def sqlalchemy_url(uri: str) -> str:
+    """A database URI as SQLAlchemy must get it here: a PostgreSQL URI without a driver gets
+    `+psycopg2`.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which this project does not install
+    (it depends on psycopg2-binary), and rejects `postgres://` (Heroku style) outright. A URI
+    that names its driver, or is not PostgreSQL, is returned as it is. Used for the MLflow
+    tracking store, the MLflow server's backend store and the serving database alike.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme.lower() in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return uri
 
 
 @lru_cache

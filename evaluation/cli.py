@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from brandforge.brandkit import BrandKitError, load_brand_kit
+from brandforge.options import ParamsOpt, RootOpt
 from brandforge.params import ParamsError, load_params
 
 evaluate_app = typer.Typer(
@@ -68,12 +69,8 @@ def images_command(
 
 @evaluate_app.command("champion")
 def champion_command(
-    params: Annotated[
-        Path, typer.Option("--params", "-p", help="The params file (every hyperparameter).")
-    ] = Path("params.yaml"),
-    root: Annotated[
-        Path, typer.Option("--root", help="Project root: data, models and metrics are relative.")
-    ] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
 ) -> None:
     """Record which registered version is the brand's champion (models/champion.json)."""
     from evaluation import stage
@@ -91,12 +88,8 @@ def champion_command(
 
 @evaluate_app.command("run")
 def run_command(
-    params: Annotated[
-        Path, typer.Option("--params", "-p", help="The params file (every hyperparameter).")
-    ] = Path("params.yaml"),
-    root: Annotated[
-        Path, typer.Option("--root", help="Project root: data, models and metrics are relative.")
-    ] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
 ) -> None:
     """The `evaluate` stage: the new adapter (challenger) against the champion, A/B.
 

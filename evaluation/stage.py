@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from brandforge.brandkit import BrandKit, load_brand_kit
 from brandforge.params import Params, format_validation_errors
-from brandforge.pipeline import BASE_DIR, generate, image_grid, load_base, load_pipeline
+from brandforge.pipeline import (
+    BASE_DIR,
+    LORA_DIR,
+    PREPARED_DIR,
+    generate,
+    image_grid,
+    load_base,
+    load_pipeline,
+)
 from evaluation.ab import HIGHER_IS_BETTER, compare, comparison_dict, gate_decision
 from evaluation.compliance import ComplianceReport, brand_limits, compliance_report
 from evaluation.images import load_logo, write_json
@@ -35,8 +43,6 @@ CHAMPION_FILE = Path("models/champion.json")
 METRICS_FILE = Path("metrics/eval.json")
 SCORES_PLOT = Path("plots/eval_scores.csv")
 REPORT_DIR = Path("reports/eval")
-PREPARED_DIR = Path("data/prepared")
-LORA_DIR = Path("models/lora")
 TRAIN_METRICS = Path("metrics/train.json")
 
 
@@ -339,7 +345,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         ]
         write_json(report_dir / f"compliance_{side}.json", {"model": side, "images": entries})
 
-    drift = _drift(root, kit, images, report_dir)
+    adherence = {side: per_image[side]["palette_adherence"] for side in images}
+    drift = _drift(root, kit, images, adherence, report_dir)
 
     ab = {
         name: comparison_dict(c, higher_is_better=HIGHER_IS_BETTER[name])
@@ -404,21 +411,28 @@ def _reset_dir(path: Path) -> None:
 
 
 def _drift(
-    root: Path, kit: BrandKit, images: dict[str, list[np.ndarray]], report_dir: Path
+    root: Path,
+    kit: BrandKit,
+    images: dict[str, list[np.ndarray]],
+    adherence: dict[str, np.ndarray],
+    report_dir: Path,
 ) -> dict[str, Any]:
+    """Evidently reports over image descriptors; the generated images' palette adherence is the
+    one their compliance reports measured, the training images' is measured here."""
     from evaluation.drift import descriptor_frame, drift_reports
     from evaluation.palette import palette_adherence
 
     palette = [c.rgb for c in kit.palette]
+    training = _training_images(root)
+    training_adherence = [palette_adherence(i, palette, kit.color_tolerance) for i in training]
 
-    def frame(imgs: list[np.ndarray]) -> Any:
-        adherence = [palette_adherence(i, palette, kit.color_tolerance) for i in imgs]
-        return descriptor_frame(imgs, extra={"palette_adherence": adherence})
+    def frame(imgs: list[np.ndarray], values: Any) -> Any:
+        return descriptor_frame(imgs, extra={"palette_adherence": list(values)})
 
     summaries = drift_reports(
-        training=frame(_training_images(root)),
-        champion=frame(images["champion"]),
-        challenger=frame(images["challenger"]),
+        training=frame(training, training_adherence),
+        champion=frame(images["champion"], adherence["champion"]),
+        challenger=frame(images["challenger"], adherence["challenger"]),
         out_dir=report_dir,
     )
     return {name: {**s.to_dict(), "html": s.html.name} for name, s in summaries.items()}

@@ -78,26 +78,35 @@ def store_base(c: Any, base_dir: Path, ref: BaseReference) -> str | None:
     return f"{name}/{first.version if first is not None else mv.version}"
 
 
+def stored_base_dir(tags: dict[str, str]) -> Path | None:
+    """The local folder of a version's base stored in MLflow (downloaded once per identity into
+    `BRANDFORGE_CACHE_DIR/bases/`), or None when the base is not stored there (Hugging Face)."""
+    import mlflow
+
+    stored = tags.get("brandforge.base_model_version")
+    if not stored:
+        return None
+    base_name, base_version = stored.rsplit("/", 1)
+    cache = get_settings().cache_dir / "bases" / tags.get(IDENTITY_TAG, base_version)
+    for folder in (cache, cache / "base"):  # where the artifact store put model_index.json
+        if (folder / "model_index.json").is_file():
+            return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{base_name}/{base_version}", dst_path=str(cache)
+    )
+    return cache if (cache / "model_index.json").is_file() else cache / "base"
+
+
 def load_version_pipeline(name: str, version: str, *, device: str = "cpu") -> Any:
     """The diffusers pipeline of a registered version: its base (from MLflow when stored there,
     or the Hugging Face id at its revision) with the adapter applied."""
-    import mlflow
     import mlflow.diffusers
 
     from registry.core import client, get_version
 
-    c = client()
-    info = get_version(c, name, version)
+    info = get_version(client(), name, version)
     adapter = mlflow.diffusers.load_model(f"models:/{name}/{version}")
-    stored = info.tags.get("brandforge.base_model_version")
-    if stored:
-        base_name, base_version = stored.rsplit("/", 1)
-        cache = get_settings().cache_dir / "bases" / info.tags.get(IDENTITY_TAG, base_version)
-        if not (cache / "model_index.json").is_file():
-            cache.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{base_name}/{base_version}", dst_path=str(cache)
-            )
-        local = cache if (cache / "model_index.json").is_file() else cache / "base"
-        return adapter.load_pipeline(base_model=str(local), device=device, torch_dtype=None)
-    return adapter.load_pipeline(device=device, torch_dtype=None)
+    local = stored_base_dir(info.tags)
+    base = str(local) if local is not None else None
+    return adapter.load_pipeline(base_model=base, device=device, torch_dtype=None)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from brandforge.options import ParamsOpt, RootOpt
 from brandforge.params import ParamsError, load_params
 
 registry_app = typer.Typer(
@@ -54,12 +55,8 @@ def _client() -> Any:
 
 
 def register_command(
-    params: Annotated[
-        Path, typer.Option("--params", "-p", help="The params file (every hyperparameter).")
-    ] = Path("params.yaml"),
-    root: Annotated[
-        Path, typer.Option("--root", help="Project root: metrics and models are relative.")
-    ] = Path("."),
+    params: ParamsOpt = Path("params.yaml"),
+    root: RootOpt = Path("."),
 ) -> None:
     """The `register` stage: the adapter just trained becomes a version of brandforge-<brand>.
 

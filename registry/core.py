@@ -21,7 +21,7 @@ import getpass
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,10 +150,7 @@ def versions(c: Any, name: str) -> list[VersionInfo]:
     for alias, version in (model.aliases or {}).items():
         by_version.setdefault(str(version), []).append(alias)
     found = [_info(mv) for mv in c.search_model_versions(f"name='{name}'")]
-    found = [
-        VersionInfo(**{**v.__dict__, "aliases": sorted(by_version.get(v.version, []))})
-        for v in found
-    ]
+    found = [replace(v, aliases=sorted(by_version.get(v.version, []))) for v in found]
     return sorted(found, key=lambda v: int(v.version), reverse=True)
 
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brandforge.pipeline import PREPARED_DIR
 from registry.core import RegistryError, VersionInfo, get_version
-
-PREPARED = Path("data/prepared")
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def format_lineage(ln: Lineage) -> str:
 
 def verify_dataset(ln: Lineage, root: Path) -> tuple[bool, str]:
     """Whether `data/prepared` under root is the version's dataset, and what was found."""
-    path = root / PREPARED / "dataset.json"
+    path = root / PREPARED_DIR / "dataset.json"
     if not path.is_file():
         return False, f"{path}: no prepared dataset (run the commands above)"
     found = json.loads(path.read_text()).get("hash")

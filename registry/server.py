@@ -25,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 import typer
 
+from brandforge.settings import sqlalchemy_url
+
 BACKEND_STORE_ENV = "BRANDFORGE_BACKEND_STORE_URI"
 ARTIFACTS_DESTINATION_ENV = "BRANDFORGE_ARTIFACTS_DESTINATION"
 DEFAULT_BACKEND_STORE_URI = "postgresql://postgres@127.0.0.1:5432/mlflow"
@@ -81,17 +83,8 @@ def is_postgres_uri(uri: str) -> bool:
 
 
 def sqlalchemy_uri(uri: str) -> str:
-    """The backend URI as MLflow's SQLAlchemy must get it: a PostgreSQL URI without a driver
-    gets `+psycopg2`.
-
-    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which this project does not
-    install (it depends on psycopg2-binary); `postgres://` (Heroku style) is not accepted by
-    SQLAlchemy at all. A URI that names its driver, or is not PostgreSQL, is left as it is.
-    """
-    scheme, netloc, tail = _split(uri)
-    if scheme.lower() in _POSTGRES_SCHEMES:
-        return f"postgresql+psycopg2://{netloc}{tail}"
-    return uri
+    """The backend URI as MLflow's SQLAlchemy must get it (`brandforge.settings.sqlalchemy_url`)."""
+    return sqlalchemy_url(uri)
 
 
 def libpq_uri(uri: str) -> str:

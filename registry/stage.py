@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from brandforge.params import Params
-from brandforge.pipeline import BASE_DIR, read_base_reference
+from brandforge.pipeline import BASE_DIR, PREPARED_DIR, read_base_reference
 from registry.core import (
     STATUS_TAG,
     RegistryError,
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 TRAIN_METRICS = Path("metrics/train.json")
 EVAL_METRICS = Path("metrics/eval.json")
 REGISTER_METRICS = Path("metrics/register.json")
-BRAND_KIT = Path("data/prepared/brand.yaml")
 BRAND_KIT_TAG = "brandforge.brand_kit"
 # The A/B numbers worth seeing on the version itself.
 EVAL_SUMMARY = ("compliance_score", "passed", "palette_adherence", "forbidden_share")
@@ -95,7 +94,7 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         raise RegistryError(f"{trained['model_uri']}: the logged adapter's artifacts are missing")
 
     tags = version_tags(trained, evaluation, dict(run.data.tags))
-    kit_file = root / BRAND_KIT
+    kit_file = root / PREPARED_DIR / "brand.yaml"
     if kit_file.is_file():
         # The serving tier scores every image against the kit the version was trained for.
         kit = json.dumps(yaml.safe_load(kit_file.read_text()), separators=(",", ":"))

@@ -76,16 +76,11 @@ def database_url(url: str | None = None) -> str:
 
     A bare `postgresql://` (or `postgres://`, which SQLAlchemy rejects outright) becomes
     `postgresql+psycopg2://`: SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not
-    installed (psycopg2-binary is). The same rewrite as `Settings.resolved_tracking_uri`.
+    installed (psycopg2-binary is): `brandforge.settings.sqlalchemy_url`.
     """
-    if url is None:
-        from brandforge.settings import get_settings
+    from brandforge.settings import get_settings, sqlalchemy_url
 
-        url = get_settings().serving_db
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg2://" + url.removeprefix(scheme)
-    return url
+    return sqlalchemy_url(get_settings().serving_db if url is None else url)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

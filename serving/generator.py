@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -90,42 +89,21 @@ class Engine:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _base_dir(self, name: str, version: str, tags: dict[str, str]) -> tuple[str, Path | str]:
-        """(identity, location) of the version's base: from MLflow when stored there."""
-        import mlflow
-
-        from brandforge.settings import get_settings
-
-        identity = tags.get("brandforge.base_identity", "unknown")
-        stored = tags.get("brandforge.base_model_version")
-        if not stored:
-            adapter = _load_adapter(name, version)
-            return identity, adapter.base_model
-        cache = get_settings().cache_dir / "bases" / identity
-        if (
-            not (cache / "model_index.json").is_file()
-            and not (cache / "base" / "model_index.json").is_file()
-        ):
-            base_name, base_version = stored.rsplit("/", 1)
-            cache.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{base_name}/{base_version}", dst_path=str(cache)
-            )
-        return identity, cache if (cache / "model_index.json").is_file() else cache / "base"
-
     def load_adapter(self, model_id: str) -> AdapterHandle:
         """Make `model_id` resident (its base too, if this replica has not loaded it yet)."""
         from mlflow.exceptions import MlflowException
 
+        from registry.bases import IDENTITY_TAG, stored_base_dir
         from registry.core import RegistryError, client, get_version
 
         name, version = model_id.rsplit("/", 1)
         try:
             info = get_version(client(), name, version)
-            identity, location = self._base_dir(name, version, info.tags)
             adapter = _load_adapter(name, version)
+            location = stored_base_dir(info.tags) or adapter.base_model
         except (RegistryError, MlflowException, OSError) as err:
             raise ModelNotFound(f"{model_id}: {err}") from err
+        identity = info.tags.get(IDENTITY_TAG, "unknown")
         with self._lock:
             base = self._bases.get(identity)
             if base is None:

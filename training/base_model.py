@@ -105,8 +105,13 @@ def run(params: Params, *, root: Path) -> BaseReference:
     metrics_path = root / METRICS_FILE
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("base model %s (%s, %s) ready in %.0f s", ref.model, ref.source, ref.kind,
-             metrics["seconds"])
+    log.info(
+        "base model %s (%s, %s) ready in %.0f s",
+        ref.model,
+        ref.source,
+        ref.kind,
+        metrics["seconds"],
+    )
     return ref
 
 
@@ -195,8 +200,9 @@ def _build_embedded(
         tokenizer = CLIPTokenizer.from_pretrained(tmp, local_files_only=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("corpus: %d images at %d px, vocab %d tokens", len(captions), resolution,
-             len(tokenizer))
+    log.info(
+        "corpus: %d images at %d px, vocab %d tokens", len(captions), resolution, len(tokenizer)
+    )
 
     # 2. VAE: starts as an exact colour-preserving autoencoder (see `_colour_preserving_init`);
     # optional fine-tuning on the corpus (`pretrain.vae_steps`, 0 by default).
@@ -223,25 +229,39 @@ def _build_embedded(
     unet = _new_unet(resolution)
     scheduler = _new_scheduler()
     input_ids = tokenizer(
-        captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+        captions,
+        padding="max_length",
+        max_length=MAX_TOKENS,
+        truncation=True,
         return_tensors="pt",
     ).input_ids
     empty_ids = tokenizer(
         [""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt"
     ).input_ids
     unet_steps, unet_loss = _train_unet(
-        unet, text_encoder, scheduler,
-        latent_mean=latent_mean * scaling, latent_std=latent_std * scaling,
-        input_ids=input_ids, empty_ids=empty_ids,
-        pp=pp, seed=params.base.seed, deadline=deadline - RESERVE_S,
+        unet,
+        text_encoder,
+        scheduler,
+        latent_mean=latent_mean * scaling,
+        latent_std=latent_std * scaling,
+        input_ids=input_ids,
+        empty_ids=empty_ids,
+        pp=pp,
+        seed=params.base.seed,
+        deadline=deadline - RESERVE_S,
     )
 
     # 5. Save as a standard SD 1.x pipeline folder.
     unet.eval()
     text_encoder.eval()
     pipe: Any = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -258,15 +278,22 @@ def _build_embedded(
         pipe, resolution=resolution, seeds=CHECK_SEEDS[:2], steps=pp.check_steps
     )
     fidelity = colour_fidelity(
-        pipe, resolution=resolution, colours=STAGE_FIDELITY_COLOURS, seeds=CHECK_SEEDS[:2],
+        pipe,
+        resolution=resolution,
+        colours=STAGE_FIDELITY_COLOURS,
+        seeds=CHECK_SEEDS[:2],
         steps=pp.check_steps,
     )
-    log.info("colour following %.2f; white renders as %s", following["share"],
-             fidelity["white"]["mean_rgb"])
+    log.info(
+        "colour following %.2f; white renders as %s",
+        following["share"],
+        fidelity["white"]["mean_rgb"],
+    )
 
     identity = weights_sha256(base_dir)
-    ref = BaseReference(model=".", kind="sd", identity=identity, source="embedded",
-                        resolution=resolution)
+    ref = BaseReference(
+        model=".", kind="sd", identity=identity, source="embedded", resolution=resolution
+    )
     write_base_reference(base_dir, ref)
     metrics = {
         "vae_steps": vae_steps,
@@ -482,11 +509,7 @@ def _train_vae(
         x = pixels[idx]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
-        loss = (
-            (recon - x).abs().mean()
-            + ((recon - x) ** 2).mean()
-            + 1e-6 * posterior.kl().mean()
-        )
+        loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean() + 1e-6 * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -584,7 +607,12 @@ def pair_share(images: np.ndarray, colours: Sequence[str]) -> float:
 
 
 def _generate(
-    pipe: Any, prompts: list[str], *, seeds: Sequence[int], resolution: int, steps: int,
+    pipe: Any,
+    prompts: list[str],
+    *,
+    seeds: Sequence[int],
+    resolution: int,
+    steps: int,
     guidance: float,
 ) -> np.ndarray:
     """(len(prompts), len(seeds), H, W, 3) uint8 images, one per prompt and seed."""
@@ -592,8 +620,13 @@ def _generate(
     generators = [torch.Generator().manual_seed(s) for _ in prompts for s in seeds]
     with torch.no_grad():
         out = pipe(
-            all_prompts, height=resolution, width=resolution, num_inference_steps=steps,
-            guidance_scale=guidance, generator=generators, output_type="np",
+            all_prompts,
+            height=resolution,
+            width=resolution,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            output_type="np",
         ).images
     images = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
     return images.reshape(len(prompts), len(seeds), *images.shape[1:])
@@ -610,11 +643,11 @@ def colour_following(
 ) -> dict[str, Any]:
     """Share of pixels in the two colours named by "a X circle on a Y background" prompts."""
     prompts = [f"a {fg} circle on a {bg} background" for fg, bg in pairs]
-    images = _generate(pipe, prompts, seeds=seeds, resolution=resolution, steps=steps,
-                       guidance=guidance)
+    images = _generate(
+        pipe, prompts, seeds=seeds, resolution=resolution, steps=steps, guidance=guidance
+    )
     per_pair = {
-        f"{fg}/{bg}": round(pair_share(images[i], (fg, bg)), 4)
-        for i, (fg, bg) in enumerate(pairs)
+        f"{fg}/{bg}": round(pair_share(images[i], (fg, bg)), 4) for i, (fg, bg) in enumerate(pairs)
     }
     return {"share": float(np.mean(list(per_pair.values()))), "pairs": per_pair}
 
@@ -630,8 +663,9 @@ def colour_fidelity(
 ) -> dict[str, dict[str, Any]]:
     """Mean rendered colour of "a plain X background" against X's prototype, per colour."""
     prompts = [f"a plain {c} background" for c in colours]
-    images = _generate(pipe, prompts, seeds=seeds, resolution=resolution, steps=steps,
-                       guidance=guidance)
+    images = _generate(
+        pipe, prompts, seeds=seeds, resolution=resolution, steps=steps, guidance=guidance
+    )
     result = {}
     for i, colour in enumerate(colours):
         mean = images[i].reshape(-1, 3).astype(np.float64).mean(0)

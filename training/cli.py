@@ -16,17 +16,11 @@ from typing import Annotated
 import typer
 
 from brandforge.brandkit import BrandKitError
+from brandforge.options import ParamsOpt, RootOpt
 from brandforge.params import Params, ParamsError, load_params
 from brandforge.pipeline import BASE_DIR, BaseModelError, BaseReference
 
 log = logging.getLogger(__name__)
-
-ParamsOpt = Annotated[
-    Path, typer.Option("--params", "-p", help="The params file (every hyperparameter).")
-]
-RootOpt = Annotated[
-    Path, typer.Option("--root", help="Project root: data, models and metrics are relative to it.")
-]
 
 data_app = typer.Typer(help="Brand datasets: generate the demo brand, validate and prepare one.")
 

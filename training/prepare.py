@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from brandforge.brandkit import load_brand_kit
 from brandforge.params import Params
+from brandforge.pipeline import PREPARED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ _OTHER_IMAGE_EXTENSIONS = frozenset(
     ".apng .bmp .gif .ico .jfif .jp2 .jpe .pbm .pgm .pnm .ppm .psd .tga .tif .tiff".split()
 )
 _ORIENTATION = 0x0112
-PREPARED_DIR = Path("data/prepared")
 METRICS_FILE = "metrics/prepare.json"
 
 

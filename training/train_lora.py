@@ -33,6 +33,8 @@ from brandforge.brandkit import load_brand_kit
 from brandforge.params import Params, TrainParams
 from brandforge.pipeline import (
     BASE_DIR,
+    LORA_DIR,
+    PREPARED_DIR,
     BaseReference,
     generate,
     image_grid,
@@ -43,11 +45,9 @@ from brandforge.pipeline import (
 from brandforge.settings import get_settings
 from brandforge.tracking import flatten, git_commit, params_hash, run_url, setup_mlflow
 from training.evidence import evidence_prompts, measure_learning
-from training.prepare import PREPARED_DIR
 
 log = logging.getLogger(__name__)
 
-LORA_DIR = Path("models/lora")
 CHECKPOINT_DIR = Path("checkpoints")
 METRICS_FILE = Path("metrics/train.json")
 LOSS_PLOT = Path("plots/train_loss.csv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -350,28 +351,40 @@ def test_a_canary_that_raises_is_rolled_back_and_no_client_request_fails(server)
     assert core.alias_version(client(), "brandforge-broken", "champion").version == "1"
 
 
+def _one_by_one(
+    url: str, key: str, brand: str, done: Callable[[dict], bool], timeout: float = 120
+) -> tuple[dict, set[str]]:
+    """One request at a time, each from a new client, until `done(rollout state)`; returns the
+    last state and the variants that answered."""
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    variants: set[str] = set()
+    j = 0
+    while time.monotonic() < deadline:
+        r = requests.post(
+            f"{url}/v1/generate",
+            json={**BODY, "brand": brand, "n": 1},
+            headers={**_auth(key), "X-Client-Id": f"{brand}-{j}"},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        variants.add(r.json()["model"]["variant"])
+        j += 1
+        state = requests.get(f"{url}/v1/rollouts/{brand}", headers=_auth(key), timeout=10).json()
+        if done(state):
+            break
+    return state, variants
+
+
 def test_a_restarted_server_resumes_the_rollout_where_it_was(server):
     from serving.server import start, stop
 
     url, keys, _ = server
     assert _start(url, keys["ops"], "resume", steps=[50, 100], min_requests=6).status_code == 201
-    deadline = time.monotonic() + 120
-    state: dict = {}
-    j = 0
-    while time.monotonic() < deadline:  # one request at a time until the first step has passed
-        r = requests.post(
-            f"{url}/v1/generate",
-            json={**BODY, "brand": "resume", "n": 1},
-            headers={**_auth(keys["ops"]), "X-Client-Id": f"c{j}"},
-            timeout=120,
-        )
-        assert r.status_code == 200, r.text
-        j += 1
-        state = requests.get(
-            f"{url}/v1/rollouts/resume", headers=_auth(keys["ops"]), timeout=10
-        ).json()
-        if state["step_index"] == 1 or state["state"] != "running":
-            break
+    # one request at a time until the first step has passed
+    state, _ = _one_by_one(
+        url, keys["ops"], "resume", lambda st: st["step_index"] == 1 or st["state"] != "running"
+    )
     assert state["state"] == "running" and state["step_index"] == 1, state
 
     stop()  # the whole Ray Serve application goes away
@@ -390,25 +403,7 @@ def test_a_restarted_server_resumes_the_rollout_where_it_was(server):
 def test_shadow_mode_answers_from_the_champion_and_measures_the_canary(server):
     url, keys, _ = server
     assert _start(url, keys["ops"], "shadowy", steps=[100], mode="shadow").status_code == 201
-    variants = set()
-    deadline = time.monotonic() + 120
-    state: dict = {}
-    j = 0
-    while time.monotonic() < deadline:
-        r = requests.post(
-            f"{url}/v1/generate",
-            json={**BODY, "brand": "shadowy", "n": 1},
-            headers={**_auth(keys["ops"]), "X-Client-Id": f"s{j}"},
-            timeout=120,
-        )
-        assert r.status_code == 200, r.text
-        variants.add(r.json()["model"]["variant"])
-        j += 1
-        state = requests.get(
-            f"{url}/v1/rollouts/shadowy", headers=_auth(keys["ops"]), timeout=10
-        ).json()
-        if state["state"] != "running":
-            break
+    state, variants = _one_by_one(url, keys["ops"], "shadowy", lambda st: st["state"] != "running")
     assert variants == {"champion"}  # clients never see the canary's images
     assert state["state"] == "promoted", state
     judged = [d for d in state["decisions"] if d["decision"] == "pass"][-1]
