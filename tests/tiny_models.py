@@ -9,6 +9,33 @@ from training.corpus import CORPUS_WORDS
 from training.tokenizer import write_clip_tokenizer
 
 
+# Training settings that teach the tiny colour-VAE model a brand's colours in a few hundred steps.
+TINY_LORA_TRAIN = {
+    # Convolutions too: a LoRA of the attention layers alone barely moves a random tiny UNet.
+    "target_modules": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "conv1",
+        "conv2",
+        "proj_in",
+        "proj_out",
+        "conv_in",
+        "conv_out",
+        "time_emb_proj",
+        "ff.net.0.proj",
+        "ff.net.2",
+    ],
+    "rank": 8,
+    "batch_size": 4,
+    "learning_rate": 3e-3,
+    "checkpoint_every": 1000,
+    "validation_every": 1000,
+    "evidence": {"seeds": [0, 1], "num_inference_steps": 4, "prompts": ["{brand} banner"]},
+}
+
+
 def build_tiny_sd(
     out_dir: Path, *, resolution: int = 32, seed: int = 0, colour_vae: bool = False
 ) -> Path:
@@ -83,7 +110,7 @@ def build_tiny_sd(
         BaseReference(
             model=".",
             kind="sd",
-            identity=f"tiny-random-{seed}",
+            identity=f"tiny-{'colour' if colour_vae else 'random'}-{seed}",
             source="local",
             resolution=resolution,
         ),

@@ -23,34 +23,11 @@ from typer.testing import CliRunner
 from brandforge.brandkit import load_brand_kit
 from brandforge.params import parse_params
 from evaluation import stage
+from tests.tiny_models import TINY_LORA_TRAIN
 
 PARAMS = {
     "data": {"demo": {"n_images": 24}},
-    "train": {
-        # Convolutions too: a LoRA of the attention layers alone barely moves a random tiny UNet.
-        "target_modules": [
-            "to_q",
-            "to_k",
-            "to_v",
-            "to_out.0",
-            "conv1",
-            "conv2",
-            "proj_in",
-            "proj_out",
-            "conv_in",
-            "conv_out",
-            "time_emb_proj",
-            "ff.net.0.proj",
-            "ff.net.2",
-        ],
-        "rank": 8,
-        "max_steps": 400,
-        "batch_size": 4,
-        "learning_rate": 3e-3,
-        "checkpoint_every": 1000,
-        "validation_every": 1000,
-        "evidence": {"seeds": [0, 1], "num_inference_steps": 4, "prompts": ["{brand} banner"]},
-    },
+    "train": {**TINY_LORA_TRAIN, "max_steps": 400},
     "eval": {"num_inference_steps": 10, "guidance_scale": 1.0, "bootstrap_resamples": 1000},
 }
 RED, PURPLE = (0xDC, 0x28, 0x28), (120, 60, 160)

@@ -73,8 +73,10 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> 
 class Project:
     """A project root where `train` and `evaluate` have run; `train(...)` logs a new adapter."""
 
-    def __init__(self, root: Path, brand: str, adapter: Path, base: Path) -> None:
-        self.root, self.brand, self.adapter = root, brand, adapter
+    def __init__(
+        self, root: Path, brand: str, adapter: Path, base: Path, identity: str = "tiny-random-0"
+    ) -> None:
+        self.root, self.brand, self.adapter, self.identity = root, brand, adapter, identity
         self.name = f"brandforge-{brand}"
         shutil.copytree(base, root / "models" / "base")
         (root / "metrics").mkdir(parents=True)
@@ -103,7 +105,7 @@ class Project:
                 adapter_path=str(self.adapter),
                 base_model=str((self.root / "models/base").resolve()),
                 name="adapter",
-                metadata={"base_identity": "tiny-random-0"},
+                metadata={"base_identity": self.identity},
             )
         (self.root / "metrics/train.json").write_text(
             json.dumps(
@@ -112,7 +114,7 @@ class Project:
                     "model_uri": info.model_uri,
                     "mlflow_run_id": run.info.run_id,
                     "dataset_hash": dataset_hash,
-                    "base_identity": "tiny-random-0",
+                    "base_identity": self.identity,
                 }
             )
         )

@@ -36,7 +36,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir, blank_adapter_dir):
+def server(
+    served_registry,
+    tmp_path_factory,
+    tiny_sd_dir,
+    adapter_dir,
+    blank_adapter_dir,
+    palette_adapters,
+):
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
@@ -73,6 +80,21 @@ def server(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir, blank_ad
             p.train()
             p.register()
             promote(client(), p.name, "champion", version="1", why="rollout tests")
+        # `offbrand`: on the colour-VAE base, v1 trained on the brand's images, v2 on the same
+        # images recoloured off-palette.
+        p = Project(
+            tmp / "offbrand",
+            "offbrand",
+            palette_adapters.good,
+            palette_adapters.base,
+            identity="tiny-colour-0",
+        )
+        p.train()
+        p.register()
+        p.adapter = palette_adapters.bad
+        p.train()
+        p.register()
+        promote(client(), p.name, "champion", version="1", why="rollout tests")
         # `broken`: v2's weights are damaged in the artifact store, so loading it raises.
         source = core.get_version(client(), "brandforge-broken", "2").source
         weights = Path(mlflow.artifacts.download_artifacts(source)) / "adapter_weights"
@@ -271,11 +293,13 @@ def test_the_server_refuses_to_start_without_keys_unless_dev(tmp_path, monkeypat
 # Canary rollouts
 
 
-def _drive(url: str, key: str, brand: str, until: set[str], timeout: float = 120) -> dict:
+def _drive(
+    url: str, key: str, brand: str, until: set[str], timeout: float = 120, n: int = 1
+) -> dict:
     """Send traffic from many clients until the rollout's state is in `until`; return it."""
     deadline = time.monotonic() + timeout
     i = 0
-    body = {**BODY, "brand": brand, "n": 1}
+    body = {**BODY, "brand": brand, "n": n}
     while time.monotonic() < deadline:
 
         def call(j: int) -> int:
@@ -340,6 +364,22 @@ def test_a_canary_drawing_blank_frames_is_rolled_back_on_compliance(server):
     assert "compliance" in state["reason"]
     assert core.alias_version(client(), "brandforge-blackout", "champion").version == "1"
     assert core.alias_version(client(), "brandforge-blackout", "canary") is None
+
+
+def test_a_canary_trained_on_off_palette_images_is_rolled_back_on_compliance(server):
+    url, keys, _ = server
+    # 16 requests of 2 images per side: the drop (~0.12) stands well above the per-image noise
+    # (sd ~0.09), so the 50 % step judges it, not luck.
+    assert _start(url, keys["ops"], "offbrand", steps=[50, 100], min_requests=16).status_code == 201
+    state = _drive(url, keys["ops"], "offbrand", {"promoted", "rolled_back", "aborted"}, n=2)
+    assert state["state"] == "rolled_back", state
+    assert "compliance drop" in state["reason"], state["reason"]
+    assert [d["decision"] for d in state["decisions"]] == ["start", "fail", "rollback"]
+    judged = state["decisions"][1]["measurements"]
+    assert judged["canary"]["compliance_mean"] < judged["champion"]["compliance_mean"] - 0.05
+    assert judged["canary"]["error_rate"] == 0  # it draws fine; it draws off-brand
+    assert core.alias_version(client(), "brandforge-offbrand", "champion").version == "1"
+    assert core.alias_version(client(), "brandforge-offbrand", "canary") is None
 
 
 def test_a_canary_that_raises_is_rolled_back_and_no_client_request_fails(server):
