@@ -8,7 +8,6 @@ from brandforge.pipeline import BaseReference, write_base_reference
 from training.corpus import CORPUS_WORDS
 from training.tokenizer import write_clip_tokenizer
 
-
 # Training settings that teach the tiny colour-VAE model a brand's colours in a few hundred steps.
 TINY_LORA_TRAIN = {
     # Convolutions too: a LoRA of the attention layers alone barely moves a random tiny UNet.
