@@ -2,12 +2,14 @@
 
 A rollout moves a brand's model version from `canary` to `champion` in steps of traffic
 (`rollout.steps` in params.yaml, e.g. 5 % → 25 % → 50 % → 100 %). At each step the canary's
-requests are compared with the champion's over the same window (since the step started):
-error rate, p95 latency, mean brand-compliance score and the share of images that failed the
-brand kit. A step that holds for long enough (`min_seconds`) and on enough canary requests
-(`min_requests`) passes and the next one starts; after the last step the canary becomes the
-champion in the registry. A step that breaks a threshold rolls the canary back: its alias is
-removed and the champion (never changed during the rollout) keeps serving everyone.
+requests are compared with the champion's over the same window (since the step started): error
+rate, p95 latency, mean brand-compliance score and the share of images that failed the brand
+kit. A live step at 100 % sends the champion nothing, so it is compared with the champion's
+latest requests before that step. A step that holds for long enough (`min_seconds`) and on
+enough canary requests (`min_requests`) passes and the next one starts; after the last step the
+canary becomes the champion in the registry. A step that breaks a threshold rolls the canary
+back: its alias is removed and the champion (never changed during the rollout) keeps serving
+everyone.
 
     router ──record_request──► request_log ──evaluate (every check_every_s)──► rollouts
                                                    │ pass / fail            rollout_decisions
@@ -65,6 +67,8 @@ BUCKETS = 10_000
 # Measured differences within this of a limit count as equal (float noise must not fail a step).
 TOLERANCE = 1e-9
 NO_REASON = "(no reason given)"
+# A live step at 100 % is judged against at least this many of the champion's latest requests.
+BASELINE_REQUESTS = 50
 
 
 class RolloutError(ValueError):
@@ -625,6 +629,15 @@ class RolloutController:
 
             champion_rows = self._window(session, rollout, "champion", now)
             canary_rows = self._window(session, rollout, "canary", now)
+            baseline = None
+            if not champion_rows:
+                # A live step at 100 % sends the champion nothing: compare the canary with the
+                # champion's latest requests before this step instead of skipping the checks.
+                champion_rows = self._baseline(session, rollout)
+                baseline = (
+                    f"the champion's last {len(champion_rows)} request(s) before this step "
+                    "(it has none in this step)"
+                )
             analysis = analyse(
                 champion_rows,
                 canary_rows,
@@ -635,6 +648,8 @@ class RolloutController:
             )
             if analysis.decision == "wait":
                 return "wait"
+            if baseline is not None:
+                analysis.measurements["champion_baseline"] = baseline
             step, weight = rollout.step_index, self.weight(rollout)
             where = f"step {step + 1}/{len(rollout.steps)} ({weight} %)"
             summary = analysis.summary()
@@ -721,6 +736,30 @@ class RolloutController:
                     RequestLog.variant == variant,
                     RequestLog.model_version == version,
                 )
+            ).all()
+        )
+
+    @staticmethod
+    def _baseline(session: Session, rollout: Rollout) -> list[Any]:
+        """The champion's latest requests before the current step (at most
+        `max(min_requests, BASELINE_REQUESTS)`), newest first."""
+        return list(
+            session.execute(
+                select(
+                    RequestLog.ok,
+                    RequestLog.latency_s,
+                    RequestLog.images,
+                    RequestLog.compliance_mean,
+                    RequestLog.compliance_failed,
+                )
+                .where(
+                    RequestLog.brand == rollout.brand,
+                    RequestLog.at < rollout.step_started_at,
+                    RequestLog.variant == "champion",
+                    RequestLog.model_version == rollout.champion_version,
+                )
+                .order_by(RequestLog.at.desc(), RequestLog.id.desc())
+                .limit(max(rollout.min_requests, BASELINE_REQUESTS))
             ).all()
         )
 

@@ -325,6 +325,32 @@ def test_an_off_palette_canary_is_rolled_back_on_compliance(ctl, registry) -> No
     assert any("rolled back (alias canary removed) by system" in e for e in events)
 
 
+def test_the_last_step_compares_the_canary_with_the_champion_before_it(ctl, registry) -> None:
+    # At 100 % the champion serves nobody: its requests of the step before are the baseline,
+    # so a canary that degrades only once it has all the traffic is still caught.
+    rollout = ctl.start(BRAND, "2", steps=[50, 100], actor="rita")
+    traffic(ctl, rollout)
+    assert ctl.evaluate(BRAND) == "pass"
+    for _ in range(5):
+        ctl.record_request(
+            BRAND,
+            rollout.canary_version,
+            "canary",
+            ok=True,
+            latency_s=0.1,
+            images=2,
+            compliance_scores=[0.5, 0.5],
+            compliance_passed=[False, False],
+            rollout_id=rollout.id,
+        )
+    assert ctl.evaluate(BRAND) == "rollback"
+    state = ctl.get(BRAND)
+    assert "max_compliance_drop" in state["reason"]
+    judged = state["decisions"][-2]["measurements"]
+    assert judged["champion"]["requests"] == 5 and judged["champion"]["compliance_mean"] == 0.9
+    assert "before this step" in judged["champion_baseline"]
+
+
 def test_a_failing_canary_is_rolled_back_on_error_rate(ctl, registry) -> None:
     rollout = ctl.start(BRAND, "3", actor="rita")
     traffic(ctl, rollout, n=6, canary_ok=False)
