@@ -258,6 +258,12 @@ class AuditLog(Base):
 # Generated assets
 # --------------------------------------------------------------------------------------------
 
+VARIANTS = ("champion", "canary")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
 
 class Asset(Base):
     """Metadata of one generated image: everything needed to reproduce and audit it (model
@@ -291,9 +297,134 @@ class Asset(Base):
     path: Mapped[str] = mapped_column(Text)
     compliance: Mapped[dict[str, Any]] = mapped_column(JSONText(), default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="delivered")
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSONText(), default=dict)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONText(), default=dict)
+    campaign_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    item_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reviewed_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    review_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     def __repr__(self) -> str:
-        return f"Asset(id={self.id!r}, brand={self.brand!r}, variant={self.variant!r})"
+        return (
+            f"Asset(id={self.id!r}, brand={self.brand!r}, variant={self.variant!r}, "
+            f"status={self.status!r})"
+        )
+
+
+ASSET_EVENTS = ("impression", "click")
+
+
+class AssetEvent(Base):
+    """Impressions and clicks of a delivered asset, reported by the marketing application
+    (`POST /v1/assets/{id}/events`); `count` lets a client report a batch in one row. Brand and
+    model version are copied from the asset so click-through rates per version are one query."""
+
+    __tablename__ = "asset_events"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ASSET_EVENTS), name="kind"),
+        CheckConstraint("count > 0", name="count"),
+        Index("ix_asset_events_brand_version", "brand", "model_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), index=True)
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))
+    model_version: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Campaigns (batch generation jobs, `serving.campaigns`)
+# --------------------------------------------------------------------------------------------
+
+CAMPAIGN_STATES = ("queued", "running", "done", "cancelled", "failed")
+ITEM_STATES = ("pending", "running", "done", "review", "failed", "cancelled")
+
+
+class Campaign(Base):
+    """One batch job: a prompt template expanded over its variables, for each channel's aspect
+    ratio and `variants` seeds per combination, rendered in `formats`. The model versions are
+    pinned at submission (`champion_version`, and `canary_version` with the rollout's share
+    `canary_weight` when a live rollout was running); each item records which it got.
+    `spec` is the request as submitted (template, variables, ratios, formats, layout texts,
+    motion options), so a campaign can be audited and re-run."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(_in("state", CAMPAIGN_STATES), name="state"),
+        Index("ix_campaigns_brand_created_at", "brand", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_asset_id)
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONText())
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    model_name: Mapped[str] = mapped_column(String(200))
+    champion_version: Mapped[str] = mapped_column(String(64))
+    canary_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    canary_weight: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    def __repr__(self) -> str:
+        return f"Campaign(id={self.id!r}, brand={self.brand!r}, state={self.state!r})"
+
+
+class CampaignItem(Base):
+    """One image (or motion clip) of a campaign: one combination of the variables, one aspect
+    ratio, one variant. `key` is unique within the campaign and derived from those, so
+    expanding a campaign twice, or a worker retrying after a crash, never creates or delivers
+    an item twice. A worker claims an item by moving it to `running` with a lease
+    (`lease_owner`, `lease_expires_at`); a lease that expires (the worker died) puts it back in
+    the queue. `attempts` counts renders (regenerations after a failed compliance check
+    included); `asset_ids` are the delivered (or sent-to-review) files, one per format."""
+
+    __tablename__ = "campaign_items"
+    __table_args__ = (
+        CheckConstraint(_in("state", ITEM_STATES), name="state"),
+        CheckConstraint(_in("variant", VARIANTS), name="variant"),
+        Index("uq_campaign_items_campaign_key", "campaign_id", "key", unique=True),
+        Index("ix_campaign_items_queue", "state", "priority", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    brand: Mapped[str] = mapped_column(String(BRAND_MAX))
+    prompt: Mapped[str] = mapped_column(Text)
+    values: Mapped[dict[str, Any]] = mapped_column(JSONText(), default=dict)
+    ratio: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16), default="champion")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    asset_ids: Mapped[list[str]] = mapped_column(JSONText(), default=list)
+    compliance: Mapped[dict[str, Any] | None] = mapped_column(JSONText(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    def __repr__(self) -> str:
+        return f"CampaignItem({self.campaign_id!r}/{self.key!r}, state={self.state!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,11 +435,6 @@ class Asset(Base):
 ROLLOUT_MODES = ("live", "shadow")
 ROLLOUT_STATES = ("running", "promoted", "rolled_back", "aborted")
 ROLLOUT_DECISIONS = ("start", "pass", "fail", "promote", "rollback", "abort")
-VARIANTS = ("champion", "canary")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Rollout(Base):
@@ -427,10 +553,36 @@ class RequestLog(Base):
 
 
 def init_db(engine: Engine) -> None:
-    """Create every missing table and index of `Base.metadata`; existing ones are left as they
-    are, so this is safe at every start (it is not a migration: a changed column is not
-    altered)."""
+    """Create every missing table and index of `Base.metadata`, and add the columns a newer
+    release added to an existing table; safe at every start.
+
+    Only additions are made (a new column is nullable or has a server default, so existing
+    rows stay valid); nothing is dropped or altered, so data is never lost by an upgrade.
+    """
+    from sqlalchemy import inspect
+
     Base.metadata.create_all(engine, checkfirst=True)
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = _added_column_default(column)
+                conn.execute(
+                    text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+                )
+
+
+def _added_column_default(column: Any) -> str:
+    """The SQL DEFAULT of a column added to an existing table: its Python default when that is
+    a plain string (e.g. an asset's status `delivered`), else none (NULL)."""
+    default = column.default
+    if default is not None and default.is_scalar and isinstance(default.arg, str):
+        return " DEFAULT '" + default.arg.replace("'", "''") + "'"
+    return ""
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
