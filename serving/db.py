@@ -360,6 +360,13 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint(_in("state", CAMPAIGN_STATES), name="state"),
         Index("ix_campaigns_brand_created_at", "brand", "created_at"),
+        Index(
+            "uq_campaigns_brand_created_by_idempotency_key",
+            "brand",
+            "created_by",
+            "idempotency_key",
+            unique=True,
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_asset_id)
@@ -374,6 +381,9 @@ class Campaign(Base):
     canary_weight: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="queued")
     created_by: Mapped[str] = mapped_column(String(200))
+    # A client's retry of the same submission (same key, brand and API key) gets the campaign it
+    # already created instead of a second one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
