@@ -16,6 +16,8 @@ from PIL import Image
 from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 
+from brandforge.wcag import contrast_ratio, relative_luminance  # noqa: F401 (re-exported)
+
 Box = tuple[int, int, int, int]
 RGB = tuple[int, int, int]
 # The brand kit's placement values (brandforge.brandkit.Placement); a test keeps the two equal.
@@ -66,19 +68,7 @@ def _masked_ncc(
 # WCAG 2.x contrast
 
 
-def relative_luminance(rgb: Sequence[float] | np.ndarray) -> float | np.ndarray:
-    """WCAG 2.x relative luminance (0..1) of sRGB values in 0..255; last axis of size 3."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    luminance = linear @ _LUMA
-    return float(luminance) if np.ndim(luminance) == 0 else luminance
-
-
-def contrast_ratio(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """WCAG contrast ratio (1..21) of two sRGB colours, in either order."""
-    la = float(relative_luminance(a))
-    lb = float(relative_luminance(b))
-    return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
+# relative_luminance and contrast_ratio live in brandforge.wcag (the brand kit needs them too).
 
 
 # ---------------------------------------------------------------------------------------------

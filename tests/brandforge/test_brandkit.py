@@ -100,3 +100,144 @@ def test_missing_file_invalid_yaml_and_non_mapping_name_the_file(tmp_path):
 def test_empty_palette_is_rejected(tmp_path):
     with pytest.raises(BrandKitError, match="palette"):
         load_brand_kit(write_kit(tmp_path, {"name": "shop", "palette": []}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts (where compose puts the logo and text) and the brand font
+
+BRAND = {
+    "name": "acme",
+    "palette": [
+        {"name": "teal", "hex": "#1A9E9E"},
+        {"name": "white", "hex": "#F5F5F5"},
+        {"name": "orange", "hex": "#F58C1E"},
+        {"name": "ink", "hex": "#14202B"},
+    ],
+    "logo": {"file": "logo.png", "placement": ["bottom-right"], "min_width_share": 0.08},
+}
+LAYOUT_YAML = """
+font_file: fonts/AcmeSans-Bold.ttf
+layouts:
+  "1:1":
+    safe_margin: 0.05
+    logo: {x: 0.75, y: 0.82, w: 0.2, h: 0.13}
+    headline:
+      box: {x: 0.05, y: 0.05, w: 0.9, h: 0.25}
+      align: center
+      valign: top
+      max_size: 0.09
+      min_size: 0.04
+      color: white
+    cta:
+      box: {x: 0.05, y: 0.82, w: 0.4, h: 0.13}
+      max_size: 0.05
+      min_size: 0.03
+      color: ink
+      background: orange
+"""
+
+
+def with_layout(ratio: str, **layout) -> dict:
+    return {**BRAND, "layouts": {ratio: layout}}
+
+
+def test_layouts_and_font_file_load_and_kits_without_them_keep_working(tmp_path):
+    kit = load_brand_kit(write_kit(tmp_path, {**BRAND, **yaml.safe_load(LAYOUT_YAML)}))
+    assert kit.font_file == "fonts/AcmeSans-Bold.ttf"
+    layout = kit.layout_for("1:1")
+    assert layout.logo is not None and layout.logo.placement == "bottom-right"
+    assert layout.headline is not None and layout.headline.color == "white"
+    assert layout.cta is not None and layout.cta.background == "orange"
+    assert layout.cta.align == "left" and layout.cta.valign == "middle"  # the defaults
+
+    plain = load_brand_kit(write_kit(tmp_path, MINIMAL))
+    assert plain.layouts == {} and plain.font_file is None
+
+
+@pytest.mark.parametrize("ratio", ["1:1", "4:5", "9:16", "16:9", "21:9", "1:3"])
+@pytest.mark.parametrize(
+    "placement", ["top-left", "top-right", "bottom-left", "bottom-right", "center"]
+)
+def test_the_default_layout_is_valid_and_follows_the_logo_placement(ratio, placement):
+    kit = BrandKit.model_validate({**BRAND, "logo": {"file": "l.png", "placement": [placement]}})
+    layout = kit.layout_for(ratio)
+    assert layout.logo is not None and layout.logo.placement == placement
+    # what default_layout gives passes every check a brand's own layout must pass
+    again = {**BRAND, "logo": {"file": "l.png", "placement": [placement]}}
+    BrandKit.model_validate({**again, "layouts": {ratio: layout.model_dump()}})
+    boxes = layout.boxes()
+    assert set(boxes) == {"logo", "headline.box", "cta.box"}
+    for a, b in [("logo", "headline.box"), ("logo", "cta.box"), ("headline.box", "cta.box")]:
+        x_apart = boxes[a].x + boxes[a].w <= boxes[b].x or boxes[b].x + boxes[b].w <= boxes[a].x
+        y_apart = boxes[a].y + boxes[a].h <= boxes[b].y or boxes[b].y + boxes[b].h <= boxes[a].y
+        assert x_apart or y_apart, f"{a} overlaps {b}"
+
+
+TEXT = {"box": {"x": 0.1, "y": 0.1, "w": 0.5, "h": 0.2}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "message"),
+    [
+        (with_layout("4x5"), "layouts.4x5", "not an aspect ratio like 4:5"),
+        (
+            with_layout("1:1", headline={"box": {"x": 0.5, "y": 0.1, "w": 0.6, "h": 0.2}}),
+            "layouts.1:1.headline.box",
+            "x + w and y + h must be at most 1",
+        ),
+        (
+            with_layout("1:1", headline={"box": {"x": -0.1, "y": 0.1, "w": 0.5, "h": 0.2}}),
+            "layouts.1:1.headline.box.x",
+            "greater than or equal to 0",
+        ),
+        (
+            with_layout("1:1", cta={**TEXT, "background": "navy"}),
+            "layouts.1:1.cta.background",
+            "not a palette colour (palette: teal, white, orange, ink) (got 'navy')",
+        ),
+        (
+            with_layout("4:5", headline={**TEXT, "color": "Teal"}),
+            "layouts.4:5.headline.color",
+            "not a palette colour",
+        ),
+        (
+            with_layout("9:16", headline={"box": {"x": 0.02, "y": 0.1, "w": 0.5, "h": 0.2}}),
+            "layouts.9:16.headline.box",
+            "outside the safe margin 0.05",
+        ),
+        (
+            with_layout("1:1", logo={"x": 0.05, "y": 0.05, "w": 0.2, "h": 0.1}),
+            "layouts.1:1.logo",
+            "the box is at top-left; logo.placement allows bottom-right",
+        ),
+        (
+            with_layout("1:1", logo={"x": 0.9, "y": 0.85, "w": 0.05, "h": 0.1}),
+            "layouts.1:1.logo.w",
+            "narrower than logo.min_width_share 0.08 (got 0.05)",
+        ),
+        (
+            with_layout("1:1", cta={**TEXT, "color": "white", "background": "orange"}),
+            "layouts.1:1.cta",
+            "white on orange has contrast 2.23:1, below min_text_contrast 4.5:1",
+        ),
+        (
+            with_layout("1:1", cta={**TEXT, "min_size": 0.06, "max_size": 0.04}),
+            "layouts.1:1.cta",
+            "min_size 0.06 is larger than max_size 0.04",
+        ),
+        (
+            with_layout("1:1", cta={**TEXT, "min_size": 0.2, "max_size": 0.3}),
+            "layouts.1:1.cta",
+            "box.h 0.2 cannot hold one line at min_size 0.2",
+        ),
+        (with_layout("1:1", headline={**TEXT, "font": "x"}), "layouts.1:1.headline.font", ""),
+        ({**BRAND, "font_file": "AcmeSans.woff2"}, "font_file", "not a .ttf or .otf font file"),
+        ({**BRAND, "font_file": "../other/Acme.ttf"}, "font_file", "inside the brand folder"),
+    ],
+)
+def test_a_bad_layout_or_font_file_is_an_error_naming_the_key(tmp_path, raw, key, message):
+    path = write_kit(tmp_path, raw)
+    with pytest.raises(BrandKitError) as err:
+        load_brand_kit(path)
+    text = str(err.value)
+    assert str(path) in text and key in text and message in text, text
