@@ -1,14 +1,20 @@
 """Runtime settings from the environment (never from `params.yaml`).
 
 With nothing set, everything is embedded: MLflow on `sqlite:///mlflow.db` with artifacts in
-`./mlartifacts`. Production points the same code elsewhere by environment alone.
+`./mlartifacts`, the serving database on `sqlite:///serving.db`, asset files in `./assets`, kept
+forever. Production points the same code elsewhere by environment alone (PostgreSQL, an
+S3-compatible asset store, per-brand retention). Dict-valued settings take JSON, e.g.
+`BRANDFORGE_RETENTION_DAYS='{"acme": 30, "*": 90}'`.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,8 +32,48 @@ class Settings(BaseSettings):
     # The serving tier's database (API keys, audit log, assets, rollouts): SQLite embedded,
     # PostgreSQL in production (postgresql://...).
     serving_db: str = "sqlite:///serving.db"
-    # Where generated assets are stored (local folder; object storage arrives with campaigns).
+    # The local folder of asset files when `asset_store` is unset (the embedded default).
     asset_dir: Path = Path("assets")
+    # Where asset files live, as an fsspec URL: `s3://bucket/prefix` (any S3-compatible store;
+    # needs s3fs), `file:///srv/assets`, or a plain path. Unset: the folder `asset_dir`.
+    asset_store: str | None = None
+    # Options for the store's fsspec filesystem, as JSON: for S3, e.g.
+    # {"endpoint_url": "http://127.0.0.1:9000", "key": "...", "secret": "..."}. Leave the keys
+    # out to let s3fs (botocore) find credentials as usual: AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_ENDPOINT_URL, an instance role. Kept out of repr,
+    # since it may hold a secret.
+    asset_store_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+    # Days an asset is kept after it was created, per brand, as JSON: {"acme": 30, "*": 90};
+    # `*` applies to brands not named. A brand with no entry (and no `*`) is kept forever.
+    # Expired assets are removed by `brandforge assets purge`.
+    retention_days: dict[str, float] = Field(default_factory=dict)
+    # In-memory cache of asset bytes per process (LRU); 0 turns it off.
+    asset_cache_mb: int = Field(default=64, ge=0)
+    # Brands whose every generated asset waits for a person's approval before delivery
+    # (JSON list: BRANDFORGE_REVIEW_BRANDS='["acme"]'); others go to review only when they fail
+    # the brand kit after their retries.
+    review_brands: list[str] = Field(default_factory=list)
+
+    @field_validator("asset_store")
+    @classmethod
+    def _blank_store_is_unset(cls, value: str | None) -> str | None:
+        # BRANDFORGE_ASSET_STORE= (set but empty) means "the default", not a store named "".
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_is_a_duration(cls, value: dict[str, float]) -> dict[str, float]:
+        for brand, days in value.items():
+            if not brand.strip():
+                raise ValueError("retention_days has an empty brand name; use '*' for the default")
+            if not math.isfinite(days) or days < 0:
+                raise ValueError(
+                    f"retention_days[{brand!r}] = {days}: give a number of days >= 0 "
+                    "(leave the brand out to keep its assets forever)"
+                )
+        return value
 
     def resolved_tracking_uri(self) -> str:
         import os

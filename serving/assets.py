@@ -1,0 +1,553 @@
+"""The asset store: generated files addressed by opaque keys, and their retention (DESIGN.md,
+decisions 2, 6 and 9).
+
+One class, `AssetStore`, over any fsspec filesystem: a local folder when embedded (the
+settings' `asset_dir`), an S3-compatible bucket in production (`BRANDFORGE_ASSET_STORE=
+s3://bucket/prefix`), chosen by settings alone. Files are addressed by keys the server makes
+(`asset_key(brand, asset_id, ext)` → `acme/Xy/Xy3....png`), never by a path a client sent; a
+key that could leave the store's root is refused before any I/O.
+
+Reads go through a bounded LRU cache of bytes, per process. A `put` or `delete` through the
+same store evicts the key, so this process never serves bytes it has replaced or deleted. The
+cache is not shared between processes: keys are written once (ids are random and never
+reused), so the one stale case is a file deleted by another process (`brandforge assets purge`)
+still served from a server's cache until evicted. Callers that must not serve a purged asset
+check its database row (`status`) first, which the HTTP API does anyway for access control.
+
+Retention: `expiry_for` turns the settings' `retention_days` into an asset's `expires_at`;
+`purge_expired` deletes the files of expired assets and marks their rows `deleted` (the rows
+stay, for the audit trail).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from brandforge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Keys: relative paths of these characters only. S3 allows 1024 bytes per key; local file
+# systems 255 per name, which the ids we make stay far below.
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+KEY_MAX = 1024
+# The retention entry that applies to every brand not named.
+DEFAULT_BRAND = "*"
+# Rows purged per transaction: a crash loses at most one batch's bookkeeping, and a rerun
+# finds those rows again (their files then count as missing).
+PURGE_BATCH = 100
+ASSET_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
+EXT_PATTERN = re.compile(r"^[a-z0-9]{1,8}$")
+
+
+class AssetMissing(KeyError):
+    """The key names no file in the store (never written, deleted or purged)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else "asset missing"
+
+
+class BadAssetKey(ValueError):
+    """A key that is not a plain relative path inside the store."""
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a valid asset key, else `BadAssetKey` saying why.
+
+    Valid: 1 to 1024 characters of letters, digits, `_`, `-`, `.` and `/`; no leading or
+    trailing `/`, no empty segment, and no segment starting with `.` (which rules out `.` and
+    `..`, and hidden files such as the store's own temporary files).
+    """
+    if not isinstance(key, str):
+        raise BadAssetKey(f"asset key must be a string, got {type(key).__name__}")
+    why = None
+    if not key:
+        why = "it is empty"
+    elif len(key) > KEY_MAX:
+        why = f"it is {len(key)} characters long (at most {KEY_MAX})"
+    elif not KEY_PATTERN.match(key):
+        bad = sorted({c for c in key if not KEY_PATTERN.match(c)})
+        why = f"it contains {''.join(bad)!r}"
+    elif key.startswith("/"):
+        why = "it starts with '/' (keys are relative to the store)"
+    elif key.endswith("/"):
+        why = "it ends with '/' (a key names a file, not a folder)"
+    elif any(not part for part in key.split("/")):
+        why = "it has an empty segment ('//')"
+    elif any(part.startswith(".") for part in key.split("/")):
+        why = "a segment starts with '.' (no '.', '..' or hidden files)"
+    if why:
+        raise BadAssetKey(
+            f"asset key {key!r} refused: {why}; a key is a relative path of letters, digits, "
+            "'_', '-', '.' and '/', e.g. acme/Xy/Xy3d.png"
+        )
+    return key
+
+
+def asset_key(brand: str, asset_id: str, ext: str) -> str:
+    """The store key of an asset: `<brand>/<first 2 characters of the id>/<id>.<ext>`.
+
+    The two-character shard keeps local folders small (64² of them per brand) and spreads S3
+    request load across prefixes.
+    """
+    from serving.auth import BRAND_PATTERN
+
+    if not BRAND_PATTERN.match(brand):
+        raise BadAssetKey(f"brand {brand!r} is not a brand name (lowercase, digits, '_', '-')")
+    if not ASSET_ID_PATTERN.match(asset_id):
+        raise BadAssetKey(f"asset id {asset_id!r} is not an id (2-64 of A-Z a-z 0-9 _ -)")
+    ext = ext.lower().lstrip(".")
+    if not EXT_PATTERN.match(ext):
+        raise BadAssetKey(f"file extension {ext!r} refused (1-8 lowercase letters or digits)")
+    return check_key(f"{brand}/{asset_id[:2]}/{asset_id}.{ext}")
+
+
+class AssetStore:
+    """Asset files on a local folder or object storage, by opaque key, with a byte cache.
+
+    Thread-safe: one store may serve every request thread of a process.
+    """
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> AssetStore:
+        """The store the settings name: `asset_store` with `asset_store_options`, else the
+        local folder `asset_dir`; cache of `asset_cache_mb`."""
+        from brandforge.settings import get_settings
+
+        settings = settings or get_settings()
+        url = settings.asset_store or str(settings.asset_dir)
+        return cls(
+            url,
+            options=dict(settings.asset_store_options),
+            cache_bytes=settings.asset_cache_mb * 2**20,
+        )
+
+    def __init__(
+        self, url: str, *, options: dict[str, Any] | None = None, cache_bytes: int = 64 * 2**20
+    ) -> None:
+        """Open the store at `url` (fsspec URL or local path; `~` and a relative path are
+        resolved now).
+
+        Raises `ValueError` for a URL fsspec cannot use (unknown protocol, no bucket) and
+        `ImportError` when the protocol's package is missing (s3fs for `s3://`). Nothing is
+        read or written until the first call, so a store that is down fails there.
+        """
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+
+        if not url or not str(url).strip():
+            raise ValueError("asset store URL is empty: give a folder or s3://bucket/prefix")
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes = {cache_bytes}: give 0 (no cache) or more")
+        url = str(url) if "://" in str(url) else os.path.expanduser(str(url))
+        try:
+            fs, root = url_to_fs(url, **(options or {}))
+        except ImportError as err:
+            raise ImportError(
+                f"asset store {url!r} needs a package that is not installed ({err}); "
+                "for s3:// install s3fs (pip install 'brandforge[s3]')"
+            ) from err
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"cannot use asset store URL {url!r}: {err}") from err
+        self._fs = fs
+        self._local = isinstance(fs, LocalFileSystem)
+        self._root = root.rstrip("/")
+        if not self._root and not self._local:
+            raise ValueError(f"asset store URL {url!r} names no bucket (s3://bucket/prefix)")
+        self._cache_capacity = int(cache_bytes)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._hits = 0
+        self._misses = 0
+        # A read that started before a put/delete of its key must not cache what it read:
+        # keys with reads in flight, and those of them written meanwhile.
+        self._reading: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"AssetStore({self.url()!r})"
+
+    def url(self) -> str:
+        """The store's root as a URL (`file:///srv/assets`, `s3://bucket/prefix`); no secret."""
+        return self._fs.unstrip_protocol(self._root or "/")
+
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{check_key(key)}"
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write `data` under `key`, replacing any file there.
+
+        Atomic on local disk (a temporary file in the same folder, flushed, then renamed over
+        the target), so a reader or a crash never sees half a file; an S3 PUT is atomic by
+        itself. The key is evicted from the cache.
+        """
+        path = self._path(key)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"asset {key!r}: data must be bytes, got {type(data).__name__}")
+        self._invalidate(key)
+        if self._local:
+            _atomic_write(Path(path), bytes(data))
+        else:
+            self._fs.pipe_file(path, bytes(data))
+            self._fs.invalidate_cache(path)
+        self._invalidate(key)
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under `key`, from the cache when there; `AssetMissing` if none."""
+        path = self._path(key)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self._hits += 1
+                return cached
+            self._misses += 1
+            self._reading[key] = self._reading.get(key, 0) + 1
+        data: bytes | None = None
+        try:
+            data = self._fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
+        finally:
+            with self._lock:
+                left = self._reading[key] - 1
+                fresh = key not in self._dirty
+                if left:
+                    self._reading[key] = left
+                else:
+                    del self._reading[key]
+                    self._dirty.discard(key)
+                if data is not None and fresh:
+                    self._remember(key, data)
+        if data is None:
+            raise AssetMissing(
+                f"asset {key!r} is not in the asset store {self.url()} "
+                "(never written, deleted, or purged after its retention period)"
+            )
+        return data
+
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored under `key` (asks the store, not the cache)."""
+        return bool(self._fs.isfile(self._path(key)))
+
+    def delete(self, key: str) -> bool:
+        """Delete the file under `key`; True if there was one. Evicts the key from the cache."""
+        path = self._path(key)
+        self._invalidate(key)
+        try:
+            if self._local:
+                os.remove(path)
+                return True
+            # S3 deletes a missing key without complaint, so ask first.
+            if not self._fs.isfile(path):
+                return False
+            self._fs.rm_file(path)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            if not self._local:
+                self._fs.invalidate_cache(path)
+            self._invalidate(key)
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Every stored file under `prefix` (a key prefix such as `acme/`), key → size in bytes.
+
+        One listing of the store (paginated on S3); files that are not valid keys (temporary
+        files of interrupted writes) are left out. Empty when the store does not exist yet.
+        """
+        base = f"{self._root}/{prefix}".rstrip("/") if prefix else self._root
+        try:
+            found = self._fs.find(base or "/", detail=True)
+        except FileNotFoundError:
+            return {}
+        out: dict[str, int] = {}
+        for path, info in found.items():
+            if info.get("type", "file") != "file":
+                continue
+            key = path[len(self._root) + 1 :] if self._root else path.lstrip("/")
+            try:
+                check_key(key)
+            except BadAssetKey:
+                continue
+            out[key] = int(info.get("size") or 0)
+        return out
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """Cache counters: `hits`, `misses`, `bytes` held, `entries`, `capacity` (bytes)."""
+        with self._lock:
+            return {
+                "hits": self._hits,
+                "misses": self._misses,
+                "bytes": self._cache_bytes,
+                "entries": len(self._cache),
+                "capacity": self._cache_capacity,
+            }
+
+    def _remember(self, key: str, data: bytes) -> None:
+        # Caller holds the lock. An entry larger than the whole cache is not kept: it would
+        # evict everything else for one file.
+        if len(data) > self._cache_capacity:
+            return
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= len(old)
+        self._cache[key] = data
+        self._cache_bytes += len(data)
+        while self._cache_bytes > self._cache_capacity:
+            _, evicted = self._cache.popitem(last=False)
+            self._cache_bytes -= len(evicted)
+
+    def _invalidate(self, key: str) -> None:
+        with self._lock:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._cache_bytes -= len(old)
+            if key in self._reading:
+                self._dirty.add(key)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server may serve the folder
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------------------------
+
+
+def expiry_for(
+    brand: str, created_at: datetime, retention_days: dict[str, float]
+) -> datetime | None:
+    """When an asset of `brand` created at `created_at` expires: its brand's retention, else
+    the `*` entry's, else None (kept forever)."""
+    days = retention_days.get(brand, retention_days.get(DEFAULT_BRAND))
+    if days is None:
+        return None
+    if days < 0:
+        raise ValueError(f"retention_days[{brand!r}] = {days}: give a number of days >= 0")
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise ValueError(f"created_at {created_at!r} is naive: give a timezone-aware datetime")
+    return created_at + timedelta(days=days)
+
+
+@dataclass
+class PurgeResult:
+    """What `purge_expired` deleted (or, in a dry run, would delete).
+
+    `assets` has one dict per asset: id, brand, path, expires_at, status (after the run) and
+    file (`deleted`, `missing`; in a dry run `present` or `missing`).
+    """
+
+    assets: list[dict[str, Any]] = field(default_factory=list)
+    deleted_files: int = 0
+    missing_files: int = 0
+    dry_run: bool = False
+
+
+def purge_expired(
+    session: Session,
+    store: AssetStore,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    brand: str | None = None,
+    limit: int | None = None,
+    actor: str = "system",
+) -> PurgeResult:
+    """Delete the files of assets whose `expires_at` has passed and mark their rows deleted.
+
+    Each asset with `expires_at <= now` and a status other than `deleted` (optionally of one
+    `brand`, at most `limit` of them, oldest expiry first) loses its file; its row gets
+    `status='deleted'` and `deleted_at=now` and stays, for the audit trail. A file already gone
+    counts as missing, not as an error. Unlike the rest of `serving`, this COMMITS, once per
+    batch of `PURGE_BATCH` rows, so a crash midway loses nothing and a rerun carries on: give
+    it a session with no other pending work. A real run ends with one `asset.purge` audit row
+    holding the counts (written by `actor`), also when nothing had expired.
+
+    A dry run changes nothing (no file, row or audit row) and lists what would go, each
+    file checked for presence. If the store fails (unreachable, permission refused), the rows
+    done so far are committed, an audit row records the error, and the error is raised.
+    """
+    from sqlalchemy import select
+
+    from serving.auth import audit
+    from serving.db import Asset, utcnow
+
+    now = now or utcnow()
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now {now!r} is naive: give a timezone-aware (UTC) datetime")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit = {limit}: give a number of assets >= 0")
+
+    def due(batch: int | None) -> list[Asset]:
+        query = (
+            select(Asset)
+            .where(Asset.expires_at.is_not(None), Asset.expires_at <= now)
+            .where(Asset.status != "deleted")
+            .order_by(Asset.expires_at, Asset.id)
+            .limit(batch)
+        )
+        if brand is not None:
+            query = query.where(Asset.brand == brand)
+        return list(session.scalars(query))
+
+    result = PurgeResult(dry_run=dry_run)
+    if dry_run:
+        for row in due(limit):
+            present = store.exists(row.path)
+            result.deleted_files += present
+            result.missing_files += not present
+            result.assets.append(_purged(row, "present" if present else "missing"))
+        return result
+
+    error: Exception | None = None
+    while limit is None or len(result.assets) < limit:
+        size = PURGE_BATCH if limit is None else min(PURGE_BATCH, limit - len(result.assets))
+        rows = due(size)
+        if not rows:
+            break
+        for row in rows:
+            try:
+                existed = store.delete(row.path)
+            except BadAssetKey:
+                # A path no key can be (edited by hand?) names no file this store holds.
+                log.warning("asset %s: path %r is no store key; marked deleted", row.id, row.path)
+                existed = False
+            except Exception as err:  # the store failed: keep what is done, then report
+                error = err
+                break
+            row.status = "deleted"
+            row.deleted_at = now
+            result.deleted_files += existed
+            result.missing_files += not existed
+            result.assets.append(_purged(row, "deleted" if existed else "missing"))
+        session.commit()
+        if error is not None:
+            break
+
+    detail: dict[str, Any] = {
+        "assets": len(result.assets),
+        "deleted_files": result.deleted_files,
+        "missing_files": result.missing_files,
+        "store": store.url(),
+        "now": now.isoformat(),
+    }
+    if error is not None:
+        detail["error"] = f"{type(error).__name__}: {error}"
+    audit(session, actor, "asset.purge", brand, **detail)
+    session.commit()
+    log.info(
+        "purged %d expired assets (%d files deleted, %d already missing) from %s",
+        len(result.assets),
+        result.deleted_files,
+        result.missing_files,
+        store.url(),
+    )
+    if error is not None:
+        raise error
+    return result
+
+
+def _purged(row: Any, file: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "brand": row.brand,
+        "path": row.path,
+        "expires_at": row.expires_at,
+        "status": row.status,
+        "file": file,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AssetStats:
+    """Assets per brand and status, with the bytes their files take in the store.
+
+    `groups`: dicts with brand, status, count, files (how many of those rows have a file),
+    bytes (None when the store was not listed). `orphan_files`/`orphan_bytes`: files in the
+    store that no row points to; `missing_files`: rows not deleted whose file is absent.
+    """
+
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    orphan_files: int = 0
+    orphan_bytes: int = 0
+    missing_files: int = 0
+    listed: bool = False
+
+
+def asset_stats(session: Session, store: AssetStore | None = None) -> AssetStats:
+    """Count assets per (brand, status) from the database; with `store`, also the bytes of
+    their files, orphan files and missing files, from one listing of the store.
+
+    The database keeps no file sizes, so bytes come from the store itself.
+    """
+    from sqlalchemy import func, select
+
+    from serving.db import Asset
+
+    if store is None:
+        query = (
+            select(Asset.brand, Asset.status, func.count())
+            .group_by(Asset.brand, Asset.status)
+            .order_by(Asset.brand, Asset.status)
+        )
+        return AssetStats(
+            groups=[
+                {"brand": b, "status": s, "count": n, "files": None, "bytes": None}
+                for b, s, n in session.execute(query)
+            ]
+        )
+
+    sizes = store.sizes()
+    seen: set[str] = set()
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    stats = AssetStats(listed=True)
+    for brand, status, path in session.execute(select(Asset.brand, Asset.status, Asset.path)):
+        group = groups.setdefault(
+            (brand, status),
+            {"brand": brand, "status": status, "count": 0, "files": 0, "bytes": 0},
+        )
+        group["count"] += 1
+        size = sizes.get(path)
+        if size is not None:
+            seen.add(path)
+            group["files"] += 1
+            group["bytes"] += size
+        elif status != "deleted":
+            stats.missing_files += 1
+    stats.groups = [groups[k] for k in sorted(groups)]
+    orphans = [size for key, size in sizes.items() if key not in seen]
+    stats.orphan_files = len(orphans)
+    stats.orphan_bytes = sum(orphans)
+    return stats

@@ -1,0 +1,179 @@
+"""Personal data redaction in prompts (serving.redact): what must go, and what must stay."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from serving.redact import KINDS, RedactFilter, iban_ok, luhn_ok, redact, redactions
+
+# (prompt, redacted): each kind in the formats people write it, inside a sentence.
+POSITIVES = [
+    # e-mail
+    ("mail jane.doe@example.com now", "mail [email] now"),
+    ("reach me at j.o+promo@mail.example.co.uk.", "reach me at [email]."),
+    ("JANE_DOE@EXAMPLE.ORG", "[email]"),
+    # phone: international
+    ("call +44 20 7946 0958 today", "call [phone] today"),
+    ("+1 (555) 123-4567", "[phone]"),
+    ("+49 (0)30 1234567", "[phone]"),
+    ("+33612345678", "[phone]"),
+    ("+31-6-1234-5678", "[phone]"),
+    ("0044 20 7946 0958", "[phone]"),
+    ("ring +44 20 7946 0958 in 2026", "ring [phone] in 2026"),  # the year is not swallowed
+    # phone: national
+    ("(555) 123-4567", "[phone]"),
+    ("555-123-4567", "[phone]"),
+    ("555.123.4567", "[phone]"),
+    ("1-800-555-0199", "[phone]"),
+    ("020 7946 0958", "[phone]"),
+    ("07700 900123 or 07700-900-123", "[phone] or [phone]"),
+    ("06 12 34 56 78", "[phone]"),
+    ("06.12.34.56.78", "[phone]"),
+    ("030/1234567", "[phone]"),
+    ("0171 1234567", "[phone]"),
+    # payment cards (Luhn-valid test numbers)
+    ("card 4111 1111 1111 1111 thanks", "card [card] thanks"),
+    ("4111-1111-1111-1111", "[card]"),
+    ("5500005555555559", "[card]"),
+    ("amex 3782 822463 10005", "amex [card]"),
+    ("4111 1111 1111 1111 2026", "[card] 2026"),
+    # IBAN (mod-97 valid)
+    ("pay to GB82 WEST 1234 5698 7654 32 please", "pay to [iban] please"),
+    ("DE89370400440532013000", "[iban]"),
+    ("de89 3704 0044 0532 0130 00 for acme", "[iban] for acme"),
+    ("FR1420041010050500013M02606", "[iban]"),
+    # IP addresses
+    ("from host 192.168.1.20.", "from host [ip]."),
+    ("10.0.0.1:8080", "[ip]"),
+    ("2001:db8::8a2e:370:7334", "[ip]"),
+    ("via fe80::1, then", "via [ip], then"),
+    ("::ffff:192.0.2.1", "[ip]"),
+    ("2001:0db8:85a3:0000:0000:8a2e:0370:7334", "[ip]"),
+    # handles
+    ("hi @jane_doe!", "hi [handle]!"),
+    ("tag @acme.official and @bob", "tag [handle] and [handle]"),
+    # URLs with query strings, tokens or credentials
+    ("see https://acme.com/p?token=abc123.", "see [url]."),
+    ("www.acme.com/offer?uid=42", "[url]"),
+    ("https://user:pw@host.com/x", "[url]"),
+    ("https://acme.com/reset/aB3dEf9hIjKlMn0pQr", "[url]"),
+    ("(https://acme.com/a?b=c)", "([url])"),
+    ("https://acme.com/#access_token=xyz", "[url]"),
+    ("https://example.com/u?email=jane@example.com", "[url]"),  # one URL, not URL + e-mail
+    # several in one prompt
+    (
+        "acme 16:9 banner for jane@x.io, +44 20 7946 0958, 30% off",
+        "acme 16:9 banner for [email], [phone], 30% off",
+    ),
+]
+
+# Marketing prompts and other text that must come through unchanged.
+NEGATIVES = [
+    "acme banner 16:9, spring 2026 sale, 30% off, size 1080x1080, call 4 action",
+    "3 colours, 2 logos, 12 variants, 1024 px, 4K, 60 fps",
+    "1920 x 1080 px, ratio 4:5, 9:16 story",
+    "RGB 26 158 158, hex #1A9E9E, Pantone 7704 C",
+    "launch 2026-03-15, 05.06.2026 10:30, Q3 2026, at 10:30:00",
+    "version 1.2.3, v1.2.3.4, ISO 9001:2015",
+    "price 1,299.00 EUR, was 1.499,00, now 999",
+    "+20% brightness, -15% saturation, top 10 tips",
+    "orders 2026 2027 2028",
+    "4111 1111 1111 1112",  # fails Luhn
+    "1234 5678 9012 3456",  # issuer digit 1: no card
+    "EAN 4006381333931",
+    "GB82 WEST 1234 5698 7654 33",  # fails mod-97
+    "use logo@2x.png and icon@3x.webp",
+    "https://acme.com/spring-sale and www.acme.com/summer-collection-2026",
+    "email us, @ the booth, price @ 30",
+    "std::vector, Note:: see",
+    "256.300.1.1 is no address",
+    "room 101, page 42, year 1999",
+    "",
+]
+
+
+@pytest.mark.parametrize(("prompt", "expected"), POSITIVES)
+def test_personal_data_is_replaced_by_its_kind(prompt: str, expected: str) -> None:
+    assert redact(prompt) == expected
+
+
+@pytest.mark.parametrize("prompt", NEGATIVES)
+def test_marketing_text_comes_through_unchanged(prompt: str) -> None:
+    assert redactions(prompt) == []
+    assert redact(prompt) == prompt
+
+
+def test_redactions_give_kind_and_span() -> None:
+    text = "jane@x.io or +44 20 7946 0958 from 10.0.0.1 @jd"
+    spans = redactions(text)
+    assert [(kind, text[start:end]) for kind, start, end in spans] == [
+        ("email", "jane@x.io"),
+        ("phone", "+44 20 7946 0958"),
+        ("ip", "10.0.0.1"),
+        ("handle", "@jd"),
+    ]
+    assert {kind for kind, _, _ in spans} <= set(KINDS)
+
+
+def test_redacting_twice_changes_nothing_more() -> None:
+    for prompt, _ in POSITIVES:
+        once = redact(prompt)
+        assert redact(once) == once
+
+
+@pytest.mark.parametrize(
+    ("number", "ok"),
+    [("4111 1111 1111 1111", True), ("79927398713", True), ("79927398710", False), ("", False)],
+)
+def test_luhn(number: str, ok: bool) -> None:
+    assert luhn_ok(number) is ok
+
+
+@pytest.mark.parametrize(
+    ("iban", "ok"),
+    [
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("gb82west12345698765432", True),
+        ("GB82 WEST 1234 5698 7654 31", False),
+        ("GB82", False),
+    ],
+)
+def test_iban_checksum(iban: str, ok: bool) -> None:
+    assert iban_ok(iban) is ok
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "0" * 20_000,
+        "1 " * 10_000,
+        "a:" * 10_000,
+        "@" * 20_000,
+        "+1 " * 7_000,
+        "https://x.com/?" + "a=" * 10_000,
+        "aaaa." * 4_000 + "@",
+        "DE89 " * 4_000,
+    ],
+)
+def test_long_hostile_input_is_fast(hostile: str) -> None:
+    started = time.perf_counter()
+    redact(hostile)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_the_log_filter_redacts_messages_and_their_arguments(caplog) -> None:
+    logger = logging.getLogger("tests.redact")
+    logger.addFilter(RedactFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="tests.redact"):
+            logger.info("prompt %r from %s", "banner for jane@x.io", "10.0.0.1")
+            logger.info("prompt %s", "spring 2026 sale, 16:9")
+    finally:
+        logger.filters.clear()
+    assert caplog.messages == [
+        "prompt 'banner for [email]' from [ip]",
+        "prompt spring 2026 sale, 16:9",
+    ]
