@@ -5,6 +5,11 @@ a dataset should not discover bad files one at a time). Only a clean folder is t
 `datasets`' `imagefolder` (proving the layout works for Hugging Face tools) and written to
 `data/prepared` as square RGB PNGs at the base model's resolution, with `dataset.json` holding the
 content hash that training and the registry log as lineage.
+
+A brand folder's top-level `negatives/` folder (rejected production assets that
+`brandforge data feedback` exports, with their own `negatives/metadata.jsonl`) is versioned with
+the brand but is not training data: validation, the `imagefolder` check, the prepared set and the
+content hash all ignore it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ _OTHER_IMAGE_EXTENSIONS = frozenset(
     ".apng .bmp .gif .ico .jfif .jp2 .jpe .pbm .pgm .pnm .ppm .psd .tga .tif .tiff".split()
 )
 _ORIENTATION = 0x0112
+# Examples of what the brand must NOT look like (serving.feedback writes them): never trained on.
+NEGATIVES_DIR = "negatives"
 METRICS_FILE = "metrics/prepare.json"
 
 
@@ -134,7 +141,33 @@ class _Problems:
 
 def _skipped(rel: PurePosixPath) -> bool:
     # `imagefolder` ignores hidden files and folders and `__special__` folders; so do we.
+    # `negatives/` it would read, so `_imagefolder_files` leaves it out of what it loads.
+    if rel.parts[:1] == (NEGATIVES_DIR,):
+        return True
     return any(part.startswith(".") or part.startswith("__") for part in rel.parts)
+
+
+def _imagefolder_files(brand_dir: Path) -> dict[str, Any]:
+    """The files `load_dataset("imagefolder", data_dir=brand_dir)` would read, per split, minus
+    the `negatives/` folder: the same discovery `datasets` runs itself, then filtered.
+
+    Passed on as `data_files`, already resolved (`DataFilesList`), so file names are not
+    re-read as glob patterns.
+    """
+    from datasets.data_files import DataFilesDict, DataFilesList, get_data_patterns
+
+    base = brand_dir.expanduser().resolve().as_posix()
+    found = DataFilesDict.from_patterns(get_data_patterns(base), base_path=base)
+    kept: dict[str, Any] = {}
+    for split, files in found.items():
+        pairs = [
+            (name, origin)
+            for name, origin in zip(files, files.origin_metadata, strict=True)
+            if not _skipped(PurePosixPath(os.path.relpath(name, base)))
+        ]
+        if pairs:
+            kept[split] = DataFilesList([n for n, _ in pairs], [o for _, o in pairs])
+    return kept
 
 
 def _find_images(brand_dir: Path, problems: _Problems) -> list[str]:
@@ -282,7 +315,10 @@ def _load_with_datasets(brand_dir: Path, sources: list[SourceImage]) -> None:
     with tempfile.TemporaryDirectory(prefix="brandforge-imagefolder-") as cache_dir:
         try:
             dataset = datasets.load_dataset(
-                "imagefolder", data_dir=str(brand_dir), split="train", cache_dir=cache_dir
+                "imagefolder",
+                data_files=_imagefolder_files(brand_dir),
+                split="train",
+                cache_dir=cache_dir,
             )
         except Exception as err:  # e.g. metadata lines whose extra fields disagree in type
             raise DatasetError(

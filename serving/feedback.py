@@ -1,0 +1,460 @@
+"""The loop from production back to training: reviewed assets into the brand's dataset.
+
+`brandforge data feedback --brand acme` exports what people decided in review
+(`serving.review`):
+
+- **approved** assets become training images of the brand:
+  `<data_dir>/<brand>/images/feedback-<asset_id>.png`, each with a `metadata.jsonl` line
+  `{"file_name": "images/feedback-<id>.png", "text": <the asset's prompt>, "source": "feedback",
+  "asset_id": ..., "model_version": ...}`. The prompt is the caption: it is what the image was
+  generated from (already redacted of personal data when it was stored).
+- **rejected** assets become negative examples, NOT training images:
+  `<data_dir>/<brand>/negatives/feedback-<id>.png` with lines in `negatives/metadata.jsonl`
+  (file names relative to `negatives/`, plus `"negative": true, "reason": <the review reason>`).
+  `training.prepare` ignores the top-level `negatives/` folder (its validation, its `imagefolder`
+  check and the dataset hash), so they are versioned with the brand and never trained on.
+
+Images are decoded from whatever format was stored and saved as RGB PNG. The export is
+idempotent (asset ids already in a metadata file are skipped), and each image file is written
+completely before its metadata line is appended, so an interrupted run never leaves a caption
+without its image; the next run finishes the job. Nothing here commits to the serving database.
+
+Then version and retrain: `dvc add data/brands/<brand> && dvc repro`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import typer
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.db import Asset
+
+log = logging.getLogger(__name__)
+
+# Must equal `training.prepare.NEGATIVES_DIR` (serving may not import training; a test checks).
+NEGATIVES_DIR = "negatives"
+METADATA = "metadata.jsonl"
+SOURCE = "feedback"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# When one campaign item was stored in several formats, the one exported is the first of these
+# present (lossless first), so the brand gets one training image per generated image.
+FORMAT_PREFERENCE = ("png", "webp", "heic", "jpeg", "gif")
+# Stored formats without pixels to train on (vector, video); skipped with this reason.
+NOT_RASTER = {
+    "svg": "svg is a vector tracing of the image, not its pixels",
+    "mp4": "mp4 is a video; export the item's still format instead",
+}
+
+
+class FeedbackError(ValueError):
+    """The export cannot run (no brand folder, a broken metadata file); the message says why."""
+
+
+class AssetReader(Protocol):
+    """What the export needs of the asset store (`serving.assets.AssetStore`): the bytes of a
+    stored asset, raising a `LookupError` (`AssetMissing`) when the file is gone."""
+
+    def get(self, key: str) -> bytes: ...
+
+
+@dataclass
+class FeedbackExport:
+    """What one export did: counts, why each skipped asset was skipped, and the brand folder."""
+
+    approved: int
+    rejected: int
+    skipped: int
+    folder: Path
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # asset id -> why
+
+
+def _read_metadata(path: Path) -> tuple[set[str], set[str]]:
+    """The asset ids and file names already listed in a metadata.jsonl (empty when absent)."""
+    ids: set[str] = set()
+    names: set[str] = set()
+    if not path.is_file():
+        return ids, names
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FeedbackError(
+                f"{path} line {number} is not valid JSON ({err.msg}); fix or remove the line, "
+                "then export again"
+            ) from None
+        if isinstance(entry, dict):
+            if isinstance(entry.get("asset_id"), str):
+                ids.add(entry["asset_id"])
+            if isinstance(entry.get("file_name"), str):
+                names.add(entry["file_name"].removeprefix("./"))
+    return ids, names
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB pixels of any decoded image; transparency is composited on white, as prepare does."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        return white
+    return image.convert("RGB")
+
+
+def _decode(data: bytes) -> Image.Image:
+    if data[4:8] == b"ftyp":  # HEIC (`serving.formats` writes it with pillow-heif)
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()  # the first frame of an animated file
+        return _to_rgb(image).copy()
+
+
+def _pixel_hash(image: Image.Image) -> str:
+    # The same identity prepare uses for "exact duplicate (same pixels)".
+    return hashlib.sha256(f"{image.width}x{image.height}".encode() + image.tobytes()).hexdigest()
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _append_line(path: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line, first ending an unterminated last line (a hand edit) with one."""
+    line = json.dumps(entry, ensure_ascii=False) + "\n"
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            if existing.read(1) != b"\n":
+                line = "\n" + line
+    with path.open("a", encoding="utf-8") as out:
+        out.write(line)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _existing_pixels(brand_dir: Path) -> dict[str, str]:
+    """pixel hash -> file, for every training image of the brand (not the negatives)."""
+    found: dict[str, str] = {}
+    for path in sorted(brand_dir.rglob("*")):
+        rel = path.relative_to(brand_dir)
+        if (
+            not path.is_file()
+            or path.suffix.lower() not in IMAGE_EXTENSIONS
+            or rel.parts[0] == NEGATIVES_DIR
+            or any(p.startswith((".", "__")) for p in rel.parts)
+        ):
+            continue
+        try:
+            found.setdefault(_pixel_hash(_decode(path.read_bytes())), rel.as_posix())
+        except Exception:  # noqa: BLE001 (prepare reports broken files; here they match nothing)
+            continue
+    return found
+
+
+def _one_per_item(assets: Iterable[Asset], skips: dict[str, str]) -> list[Asset]:
+    """Keep one asset per campaign item (several formats of one image), the best format."""
+
+    def rank(a: Asset) -> int:
+        fmt = a.format.lower()
+        return FORMAT_PREFERENCE.index(fmt) if fmt in FORMAT_PREFERENCE else len(FORMAT_PREFERENCE)
+
+    chosen: dict[tuple[str, str, int], Asset] = {}
+    kept: list[Asset] = []
+    for asset in assets:
+        if asset.campaign_id is None or asset.item_id is None:
+            kept.append(asset)
+            continue
+        key = (asset.status, asset.campaign_id, asset.item_id)
+        best = chosen.get(key)
+        if best is None or rank(asset) < rank(best):
+            chosen[key] = asset
+    for asset in assets:
+        if asset.campaign_id is None or asset.item_id is None:
+            continue
+        best = chosen[(asset.status, asset.campaign_id, asset.item_id)]
+        if best is asset:
+            kept.append(asset)
+        else:
+            skips[asset.id] = (
+                f"another format of the same campaign item is exported ({best.id}, {best.format})"
+            )
+    return sorted(kept, key=lambda a: (a.reviewed_at or a.created_at, a.id))
+
+
+def export_feedback(
+    session: Session,
+    store: AssetReader,
+    *,
+    brand: str,
+    brand_dir: Path,
+    include_rejected: bool = True,
+    since: datetime | None = None,
+    min_size: int = 1,
+) -> FeedbackExport:
+    """Export the brand's reviewed assets into its dataset folder (see the module docstring).
+
+    `since` (timezone-aware) limits the export to assets reviewed at or after it. Approved
+    images whose shorter side is below `min_size` (prepare's `prepare.min_size`) or whose pixels
+    equal an image already in the folder are skipped, since prepare would refuse them. Skipped,
+    with the reason in `skip_reasons`: assets already exported, files gone from the store, files
+    that do not decode, approved assets without a prompt. Raises `FeedbackError` when the brand
+    folder or its brand.yaml is missing, or a metadata file is not valid JSON lines.
+    """
+    brand_dir = Path(brand_dir)
+    if not (brand_dir / "brand.yaml").is_file():
+        raise FeedbackError(
+            f"{brand_dir}: not a brand folder (no brand.yaml); `dvc pull` it, or give the "
+            "folder that holds brand.yaml, images/ and metadata.jsonl (--data-dir)"
+        )
+    if since is not None and since.utcoffset() is None:
+        raise FeedbackError(f"since={since!r} has no time zone; give an aware UTC datetime")
+
+    statuses = ["approved", "rejected"] if include_rejected else ["approved"]
+    query = select(Asset).where(
+        Asset.brand == brand, Asset.status.in_(statuses), Asset.deleted_at.is_(None)
+    )
+    if since is not None:
+        query = query.where(Asset.reviewed_at >= since)
+    skips: dict[str, str] = {}
+    assets = _one_per_item(list(session.scalars(query.order_by(Asset.id))), skips)
+
+    negatives_dir = brand_dir / NEGATIVES_DIR
+    train_ids, train_names = _read_metadata(brand_dir / METADATA)
+    negative_ids, negative_names = _read_metadata(negatives_dir / METADATA)
+    pixels: dict[str, str] | None = None  # read lazily: only when there is an image to add
+    counts = {"approved": 0, "rejected": 0}
+
+    for asset in assets:
+        name = f"feedback-{asset.id}.png"
+        approved = asset.status == "approved"
+        file_name = f"images/{name}" if approved else name
+        if asset.id in train_ids or (approved and file_name in train_names):
+            skips[asset.id] = f"already exported (images/{name})"
+            continue
+        if asset.id in negative_ids or (not approved and file_name in negative_names):
+            skips[asset.id] = f"already exported ({NEGATIVES_DIR}/{name})"
+            continue
+        if approved and not asset.prompt.strip():
+            skips[asset.id] = "no prompt to use as its caption"
+            continue
+        if asset.format.lower() in NOT_RASTER:
+            skips[asset.id] = NOT_RASTER[asset.format.lower()]
+            continue
+        try:
+            data = store.get(asset.path)
+        except LookupError:  # serving.assets.AssetMissing
+            skips[asset.id] = f"file missing from the asset store ({asset.path})"
+            continue
+        except ValueError as err:  # serving.assets.BadAssetKey
+            skips[asset.id] = f"the asset store refused its key: {err}"
+            continue
+        try:
+            image = _decode(data)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            skips[asset.id] = f"cannot be decoded as an image ({asset.format}: {err})"
+            continue
+
+        if approved:
+            if min(image.size) < min_size:
+                skips[asset.id] = (
+                    f"{image.width}x{image.height} px is smaller than prepare.min_size={min_size}"
+                )
+                continue
+            if pixels is None:
+                pixels = _existing_pixels(brand_dir)
+            digest = _pixel_hash(image)
+            # Its own file without a metadata line (an interrupted export) is no duplicate.
+            if pixels.get(digest, file_name) != file_name:
+                skips[asset.id] = f"same pixels as {pixels[digest]} (prepare refuses duplicates)"
+                continue
+            _write_file(brand_dir / file_name, _png_bytes(image))
+            _append_line(
+                brand_dir / METADATA,
+                {
+                    "file_name": file_name,
+                    "text": asset.prompt.strip(),
+                    "source": SOURCE,
+                    "asset_id": asset.id,
+                    "model_version": str(asset.model_version),
+                },
+            )
+            pixels[digest] = file_name
+            train_ids.add(asset.id)
+        else:
+            _write_file(negatives_dir / name, _png_bytes(image))
+            _append_line(
+                negatives_dir / METADATA,
+                {
+                    "file_name": name,
+                    "text": asset.prompt.strip(),
+                    "source": SOURCE,
+                    "asset_id": asset.id,
+                    "model_version": str(asset.model_version),
+                    "negative": True,
+                    "reason": asset.review_reason or "",
+                },
+            )
+            negative_ids.add(asset.id)
+        counts[asset.status] += 1
+
+    result = FeedbackExport(
+        approved=counts["approved"],
+        rejected=counts["rejected"],
+        skipped=len(skips),
+        folder=brand_dir,
+        skip_reasons=skips,
+    )
+    log.info(
+        "feedback of %s: %d approved, %d rejected exported, %d skipped → %s",
+        brand,
+        result.approved,
+        result.rejected,
+        result.skipped,
+        brand_dir,
+    )
+    return result
+
+
+def _min_size(params_path: Path) -> int:
+    """prepare.min_size from params.yaml, or 1 (no floor) when there is no params file."""
+    if not params_path.is_file():
+        return 1
+    from brandforge.params import load_params
+
+    return load_params(params_path).prepare.min_size
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"feedback: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def feedback_command(
+    brand: Annotated[str, typer.Option("--brand", help="Brand whose reviewed assets to export.")],
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Folder holding the brand folders.")
+    ] = Path("data/brands"),
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="Serving database URL. Default: BRANDFORGE_SERVING_DB, else sqlite:///serving.db.",
+            show_default=False,
+        ),
+    ] = None,
+    no_rejected: Annotated[
+        bool, typer.Option("--no-rejected", help="Export approved assets only, no negatives.")
+    ] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            help="Only assets reviewed at or after this time (ISO, UTC when no zone given).",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+            show_default=False,
+        ),
+    ] = None,
+    params: Annotated[
+        Path, typer.Option("--params", help="params.yaml, for prepare.min_size (if present).")
+    ] = Path("params.yaml"),
+) -> None:
+    """Export reviewed assets of a brand into its dataset: approved ones as training images,
+    rejected ones as negatives (`brandforge data feedback --brand B`)."""
+    from datetime import UTC
+
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from brandforge.params import ParamsError
+    from serving.assets import AssetStore
+    from serving.auth import BRAND_PATTERN, audit
+    from serving.cli import cli_actor
+    from serving.db import engine_for, init_db, session_factory
+
+    if not BRAND_PATTERN.match(brand):
+        raise _fail(
+            f"invalid brand {brand!r}: lower-case letters, digits, '-' and '_', starting with a "
+            "letter or digit"
+        )
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    brand_dir = data_dir / brand
+    try:
+        min_size = _min_size(params)
+        engine = engine_for(db)
+        init_db(engine)
+        with session_factory(engine).begin() as session:
+            result = export_feedback(
+                session,
+                AssetStore.from_settings(),
+                brand=brand,
+                brand_dir=brand_dir,
+                include_rejected=not no_rejected,
+                since=since,
+                min_size=min_size,
+            )
+            audit(
+                session,
+                cli_actor(),
+                "feedback.export",
+                brand,
+                approved=result.approved,
+                rejected=result.rejected,
+                skipped=result.skipped,
+                folder=str(brand_dir),
+            )
+    except (FeedbackError, ParamsError) as err:
+        raise _fail(str(err)) from None
+    except ArgumentError as err:
+        raise _fail(f"bad database URL: {err}") from None
+    except SQLAlchemyError as err:
+        raise _fail(f"serving database unavailable: {err}") from None
+
+    typer.echo(
+        f"{brand}: exported {result.approved} approved image(s) to {brand_dir / 'images'} and "
+        f"{result.rejected} rejected one(s) to {brand_dir / NEGATIVES_DIR}; "
+        f"skipped {result.skipped}"
+    )
+    for asset_id, why in sorted(result.skip_reasons.items()):
+        typer.echo(f"  skipped {asset_id}: {why}")
+    if result.approved or result.rejected:
+        typer.echo(f"next: dvc add {brand_dir} && dvc repro")
+    else:
+        typer.echo("nothing new to export")
