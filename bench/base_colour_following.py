@@ -45,12 +45,16 @@ def main() -> None:
     for colour, f in fidelity.items():
         mean = ", ".join(f"{v:5.1f}" for v in f["mean_rgb"])
         target = ", ".join(f"{v:3d}" for v in f["target_rgb"])
-        print(f"  {colour:<8} ({mean}) vs ({target})  d={f['rgb_distance']:5.1f}"
-              f"  share={f['share']:.2f}")
+        print(
+            f"  {colour:<8} ({mean}) vs ({target})  d={f['rgb_distance']:5.1f}"
+            f"  share={f['share']:.2f}"
+        )
     print(f"({time.monotonic() - start:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"colour_following": following,
-                                         "colour_fidelity": fidelity}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"colour_following": following, "colour_fidelity": fidelity}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,26 @@ def main(
 
 
 def _register_plugins() -> None:
+    """Sub-commands from the entry points: `name` adds a command or a group; `group.name` adds
+    a command to a group another package registered (e.g. serving's `data.feedback` joins
+    training's `data` group without training importing serving)."""
+    groups: dict[str, typer.Typer] = {}
+    nested = []
     for ep in sorted(entry_points(group="brandforge.commands"), key=lambda e: e.name):
+        if "." in ep.name:
+            nested.append(ep)
+            continue
         target = ep.load()
         if isinstance(target, typer.Typer):
             app.add_typer(target, name=ep.name)
+            groups[ep.name] = target
         else:
             app.command(ep.name)(target)
+    for ep in nested:
+        group, name = ep.name.split(".", 1)
+        if group not in groups:
+            raise RuntimeError(f"entry point {ep.name}: no command group {group!r} to join")
+        groups[group].command(name)(ep.load())
 
 
 _register_plugins()

@@ -70,6 +70,26 @@ def version_tags(
     return tags
 
 
+def _log_brand_files(c: Any, run_id: str, kit_file: Path, brand_dir: Path) -> None:
+    """Log the logo and font the kit names (files of the brand folder) with the training run,
+    under `brand/`: the serving tier composes campaign assets with them."""
+    kit = yaml.safe_load(kit_file.read_text()) or {}
+    wanted = [(kit.get("logo") or {}).get("file"), kit.get("font_file")]
+    present = {f.path for f in c.list_artifacts(run_id, "brand")}
+    for rel in filter(None, wanted):
+        source = brand_dir / rel
+        target = f"brand/{rel}"
+        if target in present:
+            continue
+        if not source.is_file():
+            log.warning(
+                "%s: named by the brand kit but missing; assets are composed without it", source
+            )
+            continue
+        parent = str(Path("brand") / Path(rel).parent).rstrip("/.")
+        c.log_artifact(run_id, str(source), artifact_path=parent)
+
+
 def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
     """Register (or update) the version of the trained adapter; move `challenger` if it passed."""
     import mlflow
@@ -103,6 +123,8 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         tags[BRAND_KIT_TAG] = kit
     else:
         log.warning("%s: no brand kit; the version cannot be scored when served", kit_file)
+    if kit_file.is_file():
+        _log_brand_files(c, run.info.run_id, kit_file, root / params.data.brands_dir / brand)
     base_version = store_base(c, root / BASE_DIR, read_base_reference(root / BASE_DIR))
     if base_version:
         tags["brandforge.base_model_version"] = base_version

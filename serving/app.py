@@ -15,7 +15,6 @@ the brand kit the version was registered with, stores it, and answers with asset
 # FastAPI must resolve the endpoints' annotations (Request, GenerateRequest) in the replica.
 import asyncio
 import io
-import json
 import logging
 import os
 import secrets
@@ -23,23 +22,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from serving.campaigns import CampaignSpec
 from serving.generator import Engine, ImageJob, ModelNotFound, Rendered, group
 
 log = logging.getLogger(__name__)
-
-FORMATS = {
-    "png": ("PNG", "image/png"),
-    "jpeg": ("JPEG", "image/jpeg"),
-    "webp": ("WEBP", "image/webp"),
-}
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,10 @@ class ServeConfig:
     alias_ttl_s: float = 2.0  # how long a resolved champion is trusted before asking again
     env: tuple[tuple[str, str], ...] = ()  # tracking URI, stores: what every replica must see
     rollout: dict[str, Any] = field(default_factory=dict)  # params.yaml `rollout:` (thresholds)
+    campaign_workers: int = 1  # CampaignRunner replicas (0: campaigns queue but nothing runs)
+    campaign_claim: int = 4  # items a worker takes per round (they render as one batch)
+    campaign_poll_s: float = 0.5  # how often an idle worker looks at the queue
+    campaign_lease_s: float = 120.0  # an item a dead worker held goes back after this
 
 
 class GenerateRequest(BaseModel):
@@ -70,7 +67,7 @@ class GenerateRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=150)
     guidance: float | None = Field(None, ge=0, le=30)
     seed: int | None = Field(None, ge=0, lt=2**63)
-    format: Literal["png", "jpeg", "webp"] = "png"
+    format: Literal["png", "jpeg", "webp", "heic", "svg"] = "png"
 
 
 class RolloutRequest(BaseModel):
@@ -82,6 +79,20 @@ class RolloutRequest(BaseModel):
     min_requests: int | None = Field(None, ge=1)
     min_seconds: float | None = Field(None, ge=0)
     mode: Literal["live", "shadow"] = "live"
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    impressions: int = Field(0, ge=0, le=1_000_000)
+    clicks: int = Field(0, ge=0, le=1_000_000)
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    reason: str | None = Field(None, max_length=500)
 
 
 class AbortRequest(BaseModel):
@@ -114,6 +125,7 @@ def generator_deployment(config: ServeConfig) -> Any:
         def __init__(self) -> None:
             _apply_env(config.env)
             self.engine = Engine()
+            self.live = 0  # live requests in this replica; campaign work waits for none
 
         @serve.multiplexed(max_num_models_per_replica=config.max_adapters)
         async def get_model(self, model_id: str) -> Any:
@@ -128,12 +140,35 @@ def generator_deployment(config: ServeConfig) -> Any:
                     results[i] = r
             return [r for r in results if r is not None]
 
-        async def generate(self, jobs: list[ImageJob]) -> list[Rendered]:
+        async def generate(self, jobs: list[ImageJob], background: bool = False) -> list[Rendered]:
+            """Render `jobs` (one model version). Live requests go first: campaign work
+            (`background`) joins the batch queue only while no live request is waiting, so a
+            campaign never starves the API; it still batches with itself and with live jobs."""
             model_id = serve.get_multiplexed_model_id()
             handle = await self.get_model(model_id)  # resident while this call runs
-            out = await asyncio.gather(*(self.render_one(job) for job in jobs))
+            if background:
+                while self.live > 0:
+                    await asyncio.sleep(0.005)
+            else:
+                self.live += 1
+            try:
+                out = await asyncio.gather(*(self.render_one(job) for job in jobs))
+            finally:
+                if not background:
+                    self.live -= 1
             del handle
             return list(out)
+
+        async def render_loop(self, job: ImageJob, frames: int, seed_to: int) -> list[bytes]:
+            """The frames of a looping clip for a campaign (`Engine.render_loop`)."""
+            handle = await self.get_model(serve.get_multiplexed_model_id())
+            while self.live > 0:
+                await asyncio.sleep(0.005)
+            out = await asyncio.to_thread(
+                self.engine.render_loop, job, frames=frames, seed_to=seed_to
+            )
+            del handle
+            return out
 
         def resident(self) -> dict[str, list[str]]:
             return self.engine.resident()
@@ -156,18 +191,22 @@ def ingress_deployment(config: ServeConfig) -> Any:
     @serve.deployment(name="Ingress", max_ongoing_requests=256)
     @serve.ingress(api)
     class Ingress:
-        def __init__(self, generator: Any) -> None:
+        def __init__(self, generator: Any, runner: Any = None) -> None:
             from brandforge.settings import get_settings
             from serving.db import engine_for, init_db, session_factory
             from serving.metrics import Metrics
 
             _apply_env(config.env)
             self.generator = generator
+            self.runner = runner
             settings = get_settings()
             self.db = engine_for(settings.serving_db)
             init_db(self.db)
             self.sessions = session_factory(self.db)
-            self.asset_dir = Path(settings.asset_dir).resolve()
+            from serving.assets import AssetStore
+
+            self.store = AssetStore.from_settings(settings)
+            self.retention_days = settings.retention_days
             self.metrics = Metrics()
             from brandforge.params import RolloutParams
             from serving.rollout import RolloutController
@@ -196,10 +235,14 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
         def _principal(self, request: Request, role: str, brand: str | None) -> str:
             """The caller's key name, after checking role and brand; raises 401/403."""
-            from serving.auth import AuthError, authenticate
+            return str(self._caller(request, role, brand).name)
+
+        def _caller(self, request: Request, role: str, brand: str | None) -> Any:
+            """The caller's `Principal` (name, roles, brands) after checking role and brand."""
+            from serving.auth import AuthError, Principal, authenticate
 
             if config.dev:
-                return "dev"
+                return Principal("dev", frozenset({"admin"}), frozenset({"*"}))
             header = request.headers.get("authorization", "")
             key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
             key = key or request.headers.get("x-api-key")
@@ -217,7 +260,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
                     f"key {principal.name!r} may not {role}"
                     + (f" for brand {brand!r}" if brand else ""),
                 )
-            return principal.name
+            return principal
 
         # -- models ---------------------------------------------------------------------
 
@@ -240,15 +283,16 @@ def ingress_deployment(config: ServeConfig) -> Any:
             self._aliases[brand] = (time.monotonic(), aliases)
             return aliases
 
-        def _kit(self, model_id: str) -> Any:
-            from brandforge.brandkit import BrandKit
-            from registry.core import client, get_version
+        def _context(self, model_id: str) -> Any:
+            """The version's brand kit, logo, font and dataset hash (`registry_context`)."""
+            from serving.campaign_worker import registry_context
 
             if model_id not in self._kits:
-                name, version = model_id.rsplit("/", 1)
-                raw = get_version(client(), name, version).tags.get("brandforge.brand_kit")
-                self._kits[model_id] = BrandKit.model_validate(json.loads(raw)) if raw else None
+                self._kits[model_id] = registry_context(model_id)
             return self._kits[model_id]
+
+        def _kit(self, model_id: str) -> Any:
+            return self._context(model_id).kit
 
         # -- endpoints ------------------------------------------------------------------
 
@@ -299,7 +343,16 @@ def ingress_deployment(config: ServeConfig) -> Any:
                         "step": rollout.step_index,
                         "weight": self.rollouts.weight(rollout),
                     }
-                brands.append({"brand": brand, "model": name, **aliases, "rollout": state})
+                ctr = await asyncio.to_thread(self._click_through, brand, None)
+                brands.append(
+                    {
+                        "brand": brand,
+                        "model": name,
+                        **aliases,
+                        "rollout": state,
+                        "click_through": ctr,
+                    }
+                )
             return {"models": brands}
 
         @api.post("/v1/generate", tags=["generate"])
@@ -484,61 +537,83 @@ def ingress_deployment(config: ServeConfig) -> Any:
             from PIL import Image
 
             from evaluation.compliance import compliance_report
-            from serving.db import Asset
+            from serving.assets import asset_key, expiry_for
+            from serving.db import Asset, new_asset_id, utcnow
+            from serving.formats import EXTENSIONS, encode_still
+            from serving.provenance import (
+                build_manifest,
+                embed_watermark,
+                manifest_xmp,
+                watermark_payload,
+            )
+            from serving.redact import redact
 
             out = []
             name, version = model_id.rsplit("/", 1)
-            folder = self.asset_dir / body.brand
-            folder.mkdir(parents=True, exist_ok=True)
+            dataset_hash = self._context(model_id).dataset_hash
+            now = utcnow()
+            rows = []
+            for r in rendered:
+                image = Image.open(io.BytesIO(r.png)).convert("RGB")
+                if kit is not None:
+                    report = compliance_report(np.asarray(image), kit).to_dict()
+                    compliance = {k: report[k] for k in ("score", "passed", "violations")}
+                else:
+                    compliance = {
+                        "score": None,
+                        "passed": None,
+                        "violations": [],
+                        "reason": "the version has no brand kit",
+                    }
+                asset_id = new_asset_id()
+                manifest = build_manifest(
+                    asset_id=asset_id,
+                    brand=body.brand,
+                    model_name=name,
+                    model_version=version,
+                    variant=variant,
+                    dataset_hash=dataset_hash,
+                    created_at=now,
+                )
+                marked = embed_watermark(image, watermark_payload(asset_id))
+                data = encode_still(marked, body.format, xmp=manifest_xmp(manifest))
+                key = asset_key(body.brand, asset_id, EXTENSIONS[body.format])
+                self.store.put(key, data)
+                rows.append(
+                    Asset(
+                        id=asset_id,
+                        request_id=request_id,
+                        brand=body.brand,
+                        model_name=name,
+                        model_version=version,
+                        variant=variant,
+                        prompt=redact(body.prompt),
+                        negative_prompt=redact(body.negative_prompt or ""),
+                        seed=r.seed,
+                        width=body.width,
+                        height=body.height,
+                        steps=body.steps or config.default_steps,
+                        guidance=body.guidance
+                        if body.guidance is not None
+                        else config.default_guidance,
+                        format=body.format,
+                        path=key,
+                        compliance=compliance,
+                        provenance=manifest,
+                        created_at=now,
+                        expires_at=expiry_for(body.brand, now, self.retention_days),
+                    )
+                )
+                out.append(
+                    {
+                        "asset_id": asset_id,
+                        "url": f"/v1/assets/{asset_id}",
+                        "seed": r.seed,
+                        "compliance": compliance,
+                    }
+                )
             with self.sessions() as session:
-                for r in rendered:
-                    image = Image.open(io.BytesIO(r.png)).convert("RGB")
-                    if kit is not None:
-                        report = compliance_report(np.asarray(image), kit).to_dict()
-                        compliance = {k: report[k] for k in ("score", "passed", "violations")}
-                    else:
-                        compliance = {
-                            "score": None,
-                            "passed": None,
-                            "violations": [],
-                            "reason": "the version has no brand kit",
-                        }
-                    asset_id = secrets.token_urlsafe(16)
-                    pil_format, _ = FORMATS[body.format]
-                    path = folder / f"{asset_id}.{body.format}"
-                    image.save(
-                        path, format=pil_format, **({"quality": 92} if body.format != "png" else {})
-                    )
-                    session.add(
-                        Asset(
-                            id=asset_id,
-                            request_id=request_id,
-                            brand=body.brand,
-                            model_name=name,
-                            model_version=version,
-                            variant=variant,
-                            prompt=body.prompt,
-                            negative_prompt=body.negative_prompt or "",
-                            seed=r.seed,
-                            width=body.width,
-                            height=body.height,
-                            steps=body.steps or config.default_steps,
-                            guidance=body.guidance
-                            if body.guidance is not None
-                            else config.default_guidance,
-                            format=body.format,
-                            path=str(path.relative_to(self.asset_dir)),
-                            compliance=compliance,
-                        )
-                    )
-                    out.append(
-                        {
-                            "asset_id": asset_id,
-                            "url": f"/v1/assets/{asset_id}",
-                            "seed": r.seed,
-                            "compliance": compliance,
-                        }
-                    )
+                session.add_all(rows)
                 session.commit()
             return out
 
@@ -567,7 +642,16 @@ def ingress_deployment(config: ServeConfig) -> Any:
         async def rollout_state(self, brand: str, request: Request) -> dict[str, Any]:
             """State, step, weight and the measurements behind every decision."""
             self._principal(request, "deploy", brand)
-            return await asyncio.to_thread(self.rollouts.get, brand)
+            state = await asyncio.to_thread(self.rollouts.get, brand)
+            versions = [state.get("champion_version"), state.get("canary_version")]
+            state["click_through"] = await asyncio.to_thread(self._click_through, brand, versions)
+            return state
+
+        def _click_through(self, brand: str, versions: list[Any] | None) -> dict[str, Any]:
+            from serving.events import click_through
+
+            with self.sessions() as session:
+                return click_through(session, brand, versions)
 
         @api.post("/v1/rollouts/{brand}/abort", tags=["rollouts"])
         async def abort_rollout(
@@ -583,30 +667,320 @@ def ingress_deployment(config: ServeConfig) -> Any:
             return await asyncio.to_thread(self.rollouts.get, brand)
 
         @api.get("/v1/assets/{asset_id}", tags=["generate"])
-        async def asset(self, asset_id: str, request: Request) -> FileResponse:
-            """The stored image file."""
+        async def asset(self, asset_id: str, request: Request) -> Response:
+            """The stored file (keys with role `generate` or `review` for the asset's brand).
+            Frequently fetched files come from the store's bounded cache."""
+            from serving.assets import AssetMissing
             from serving.db import Asset
+            from serving.formats import MEDIA_TYPES
 
             with self.sessions() as session:
                 row = session.get(Asset, asset_id)
-                found = None if row is None else (row.brand, row.path, row.format)
+                found = None if row is None else (row.brand, row.path, row.format, row.status)
+            role = "review" if self._has_role(request, "review") else "generate"
             if found is None:
-                self._principal(request, "generate", None)
+                self._principal(request, role, None)
                 raise HTTPException(404, f"no asset {asset_id!r}")
-            brand, rel, fmt = found
-            self._principal(request, "generate", brand)
-            path = self.asset_dir / rel
-            if not path.is_file():
-                raise HTTPException(410, f"asset {asset_id!r} was deleted")
-            return FileResponse(path, media_type=FORMATS[fmt][1])
+            brand, key, fmt, status = found
+            self._principal(request, role, brand)
+            if status == "deleted":
+                raise HTTPException(410, f"asset {asset_id!r} was deleted (retention or erasure)")
+            try:
+                data = await asyncio.to_thread(self.store.get, key)
+            except AssetMissing:
+                raise HTTPException(410, f"asset {asset_id!r}: its file is gone") from None
+            return Response(data, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))
+
+        def _has_role(self, request: Request, role: str) -> bool:
+            try:
+                return bool(self._caller(request, role, None))
+            except HTTPException:
+                return False
+
+        @api.post("/v1/assets/{asset_id}/events", tags=["generate"], status_code=201)
+        async def asset_events(
+            self, asset_id: str, body: EventsRequest, request: Request
+        ) -> dict[str, Any]:
+            """Record impressions and clicks of a delivered asset (for click-through rates per
+            model version in /v1/models and the rollout analysis)."""
+            from serving.db import Asset, AssetEvent
+
+            with self.sessions() as session:
+                row = session.get(Asset, asset_id)
+                if row is None:
+                    self._principal(request, "generate", None)
+                    raise HTTPException(404, f"no asset {asset_id!r}")
+                self._principal(request, "generate", row.brand)
+                for kind, count in (("impression", body.impressions), ("click", body.clicks)):
+                    if count:
+                        session.add(
+                            AssetEvent(
+                                asset_id=asset_id,
+                                brand=row.brand,
+                                model_version=row.model_version,
+                                variant=row.variant,
+                                kind=kind,
+                                count=count,
+                            )
+                        )
+                session.commit()
+            return {"asset_id": asset_id, "impressions": body.impressions, "clicks": body.clicks}
+
+        # -- campaigns ------------------------------------------------------------------
+
+        @api.post("/v1/campaigns", tags=["campaigns"], status_code=202)
+        async def submit_campaign(self, body: CampaignSpec, request: Request) -> dict[str, Any]:
+            """Queue a campaign: the template expanded over its variables, per aspect ratio and
+            variant. The model versions are pinned now (the champion; during a live rollout the
+            canary for the rollout's share of the items). Returns at once."""
+            from serving.campaigns import CampaignError, submit
+
+            who = self._principal(request, "generate", body.brand)
+            aliases = await asyncio.to_thread(self._aliases_of, body.brand)
+            champion = aliases["champion"]
+            if champion is None:
+                raise HTTPException(
+                    409,
+                    f"brand {body.brand!r} has no champion yet: promote a version with "
+                    f"`brandforge registry promote brandforge-{body.brand} --to champion`",
+                )
+            rollout = await asyncio.to_thread(self.rollouts.current, body.brand)
+            canary = None
+            if rollout is not None and rollout.mode == "live":
+                canary = (rollout.canary_version, rollout.id, self.rollouts.weight(rollout))
+            base_seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
+
+            def write() -> dict[str, Any]:
+                from serving.auth import audit
+                from serving.campaigns import progress
+
+                with self.sessions() as session:
+                    try:
+                        campaign, created = submit(
+                            session,
+                            body,
+                            model_name=f"brandforge-{body.brand}",
+                            champion_version=champion,
+                            canary=canary,
+                            actor=who,
+                            base_seed=base_seed,
+                        )
+                        if created:
+                            audit(
+                                session,
+                                who,
+                                "campaign.submit",
+                                body.brand,
+                                campaign_id=campaign.id,
+                                items=body.item_count(),
+                            )
+                        session.commit()
+                    except CampaignError as err:
+                        raise HTTPException(err.status, err.message) from None
+                    state = progress(session, campaign.id, items=False)
+                return {**state, "created": created, "status_url": f"/v1/campaigns/{campaign.id}"}
+
+            return await asyncio.to_thread(write)
+
+        def _campaign(self, request: Request, campaign_id: str, role: str) -> tuple[str, str]:
+            """(brand, caller) of a campaign the caller may see; 404 for an unknown id."""
+            from serving.db import Campaign
+
+            with self.sessions() as session:
+                row = session.get(Campaign, campaign_id)
+                brand = None if row is None else row.brand
+            if brand is None:
+                self._principal(request, role, None)
+                raise HTTPException(404, f"no campaign {campaign_id!r}")
+            return brand, self._principal(request, role, brand)
+
+        @api.get("/v1/campaigns/{campaign_id}", tags=["campaigns"])
+        async def campaign_state(
+            self, campaign_id: str, request: Request, items: bool = True
+        ) -> dict[str, Any]:
+            """Progress, counts per state, throughput, ETA and (unless `items=false`) every item
+            with its model version, seed, attempts, compliance and assets."""
+            from serving.campaigns import progress
+
+            self._campaign(request, campaign_id, "generate")
+
+            def read() -> dict[str, Any]:
+                with self.sessions() as session:
+                    return progress(session, campaign_id, items=items)
+
+            return await asyncio.to_thread(read)
+
+        @api.delete("/v1/campaigns/{campaign_id}", tags=["campaigns"])
+        async def cancel_campaign(self, campaign_id: str, request: Request) -> dict[str, Any]:
+            """Cancel: pending items are dropped, items being drawn finish; delivered assets
+            stay."""
+            from serving.campaigns import CampaignError, cancel, progress
+
+            _, who = self._campaign(request, campaign_id, "generate")
+
+            def write() -> dict[str, Any]:
+                with self.sessions() as session:
+                    try:
+                        cancel(session, campaign_id, actor=who)
+                    except CampaignError as err:
+                        raise HTTPException(err.status, err.message) from None
+                    return progress(session, campaign_id, items=False)
+
+            return await asyncio.to_thread(write)
+
+        # -- review ---------------------------------------------------------------------
+
+        @api.get("/review", tags=["review"], response_class=HTMLResponse)
+        async def review_page(self) -> HTMLResponse:
+            """The review web page (it asks for a key with role `review`)."""
+            from serving.review import review_page, review_page_headers
+
+            return HTMLResponse(review_page(), headers=review_page_headers())
+
+        @api.get("/v1/review", tags=["review"])
+        async def review_queue(
+            self, request: Request, limit: int = 50, offset: int = 0
+        ) -> dict[str, Any]:
+            """Assets waiting for a person, oldest first, for the key's brands."""
+            from serving.review import review_queue
+
+            caller = self._caller(request, "review", None)
+            limit = max(1, min(limit, 200))
+
+            def read() -> dict[str, Any]:
+                with self.sessions() as session:
+                    return review_queue(
+                        session, brands=sorted(caller.brands), limit=limit, offset=max(offset, 0)
+                    )
+
+            return await asyncio.to_thread(read)
+
+        @api.post("/v1/review/{asset_id}", tags=["review"])
+        async def review_decision(
+            self, asset_id: str, body: ReviewRequest, request: Request
+        ) -> dict[str, Any]:
+            """Approve or reject (with a reason) an asset waiting for review."""
+            from serving.review import ReviewError, decide
+
+            caller = self._caller(request, "review", None)
+
+            def write() -> dict[str, Any]:
+                with self.sessions() as session:
+                    try:
+                        out = decide(
+                            session,
+                            asset_id,
+                            approve=body.decision == "approve",
+                            reason=body.reason,
+                            actor=caller.name,
+                            brands=sorted(caller.brands),
+                        )
+                        session.commit()
+                    except ReviewError as err:
+                        raise HTTPException(err.status, err.message) from None
+                    return out
+
+            return await asyncio.to_thread(write)
 
     return Ingress
 
 
+# ---------------------------------------------------------------------------------------------
+# Campaign runner
+
+
+def campaign_runner_deployment(config: ServeConfig) -> Any:
+    """Workers that drain the campaign queue through the generator (`serving.campaign_worker`)."""
+
+    @serve.deployment(
+        name="CampaignRunner",
+        num_replicas=max(config.campaign_workers, 1),
+        max_ongoing_requests=8,
+        ray_actor_options={"num_cpus": 0},
+    )
+    class CampaignRunner:
+        def __init__(self, generator: Any) -> None:
+            import socket
+
+            from brandforge.settings import get_settings
+            from serving.assets import AssetStore
+            from serving.campaign_worker import CampaignWorker
+            from serving.db import engine_for, init_db, session_factory
+
+            _apply_env(config.env)
+            settings = get_settings()
+            self.generator = generator
+            db = engine_for(settings.serving_db)
+            init_db(db)
+            self.contexts: dict[str, Any] = {}
+            self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+            self.worker = CampaignWorker(
+                sessions=session_factory(db),
+                store=AssetStore.from_settings(settings),
+                render=self._render,
+                render_loop=self._render_loop,
+                context_for=self._context,
+                owner=self.owner,
+                lease_s=config.campaign_lease_s,
+                default_steps=config.default_steps,
+                default_guidance=config.default_guidance,
+                retention_days=settings.retention_days,
+                review_brands=frozenset(settings.review_brands),
+            )
+            self._stop = threading.Event()
+            if config.campaign_workers > 0:
+                threading.Thread(target=self._drain, name="campaigns", daemon=True).start()
+
+        def _drain(self) -> None:
+            while not self._stop.is_set():
+                try:
+                    n = self.worker.run_once(config.campaign_claim)
+                except Exception:  # noqa: BLE001 (logged; the queue is durable, try again)
+                    log.exception("campaign worker round failed")
+                    n = 0
+                if n == 0:
+                    self._stop.wait(config.campaign_poll_s)
+
+        def _render(self, jobs: list[ImageJob]) -> list[Rendered]:
+            results: list[Rendered | None] = [None] * len(jobs)
+            pending = []
+            for indices in group(jobs):
+                model_id = jobs[indices[0]].model_id
+                call = self.generator.options(multiplexed_model_id=model_id).generate.remote(
+                    [jobs[i] for i in indices], True
+                )
+                pending.append((indices, call))
+            for indices, call in pending:
+                for i, r in zip(indices, call.result(), strict=True):
+                    results[i] = r
+            return [r for r in results if r is not None]
+
+        def _render_loop(self, job: ImageJob, frames: int, seed_to: int) -> list[bytes]:
+            call = self.generator.options(multiplexed_model_id=job.model_id).render_loop.remote(
+                job, frames, seed_to
+            )
+            out: list[bytes] = call.result()
+            return out
+
+        def _context(self, model_id: str) -> Any:
+            from serving.campaign_worker import registry_context
+
+            if model_id not in self.contexts:
+                self.contexts[model_id] = registry_context(model_id)
+            return self.contexts[model_id]
+
+        def owner_id(self) -> str:
+            """This replica's lease owner name (tests kill a worker and check its items)."""
+            return self.owner
+
+    return CampaignRunner
+
+
 def build_app(config: ServeConfig) -> Any:
-    """The bound application: Ingress(Generator)."""
+    """The bound application: Ingress(Generator, CampaignRunner(Generator))."""
     generator = generator_deployment(config).bind()
-    return ingress_deployment(config).bind(generator)
+    runner = campaign_runner_deployment(config).bind(generator)
+    return ingress_deployment(config).bind(generator, runner)
 
 
 __all__ = ["GenerateRequest", "ServeConfig", "build_app", "ModelNotFound"]

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -235,6 +236,18 @@ def serve_command(
             "--params", help="params.yaml whose `rollout:` section sets the canary gates."
         ),
     ] = "params.yaml",
+    campaign_workers: Annotated[
+        int,
+        typer.Option(
+            "--campaign-workers",
+            min=0,
+            help="Campaign worker replicas draining the queue (0: campaigns queue, none run).",
+        ),
+    ] = 1,
+    campaign_batch: Annotated[
+        int,
+        typer.Option("--campaign-batch", min=1, help="Campaign items a worker draws at once."),
+    ] = 4,
 ) -> None:
     """Run the serving tier: a Ray Serve application with the HTTP API (docs at /docs).
 
@@ -280,6 +293,8 @@ def serve_command(
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_ms / 1000,
         generator_replicas=replicas,
+        campaign_workers=campaign_workers,
+        campaign_claim=campaign_batch,
         env=served_environment(),
     )
     run_forever(config, host=host, port=port)
@@ -297,7 +312,16 @@ Key = Annotated[
 ]
 
 
-def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> None:
+def _call(
+    method: str,
+    url: str,
+    key: str,
+    body: dict[str, Any] | None = None,
+    *,
+    what: str = "rollout",
+    show: bool = True,
+) -> dict[str, Any]:
+    """One API call; prints the JSON answer (`show`), or one red line and exit 1 on an error."""
     import json
 
     import requests
@@ -307,16 +331,19 @@ def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -
             method, url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60
         )
     except requests.RequestException as err:
-        typer.secho(f"rollout: cannot reach {url}: {err}", fg=typer.colors.RED, err=True)
+        typer.secho(f"{what}: cannot reach {url}: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     if r.status_code >= 400:
         try:
             detail = r.json().get("detail", r.text)
         except ValueError:
             detail = r.text
-        typer.secho(f"rollout: {r.status_code}: {detail}", fg=typer.colors.RED, err=True)
+        typer.secho(f"{what}: {r.status_code}: {detail}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(r.json(), indent=2))
+    answer: dict[str, Any] = r.json()
+    if show:
+        typer.echo(json.dumps(answer, indent=2))
+    return answer
 
 
 @rollout_app.command("start")
@@ -368,3 +395,115 @@ def rollout_abort(
 ) -> None:
     """Roll back at once: the canary alias goes, all traffic to the champion."""
     _call("POST", f"{url}/v1/rollouts/{brand}/abort", key, {"reason": reason})
+
+
+# ---------------------------------------------------------------------------------------------
+# brandforge campaign
+
+campaign_app = typer.Typer(
+    help="Campaigns (batch generation) on a running server (`brandforge serve`), through its "
+    "HTTP API.",
+    no_args_is_help=True,
+)
+GenerateKey = Annotated[
+    str,
+    typer.Option("--key", envvar="BRANDFORGE_API_KEY", help="An API key with the generate role."),
+]
+
+
+@campaign_app.command("submit")
+def campaign_submit(
+    spec_file: Annotated[
+        Path,
+        typer.Argument(
+            help="The campaign as YAML or JSON: brand, template, variables, ratios, variants, "
+            "formats, headline, cta, priority, deadline, ... (see README, Campaigns)."
+        ),
+    ],
+    url: Url = "http://127.0.0.1:8000",
+    key: GenerateKey = "",
+    watch: Annotated[bool, typer.Option("--watch", help="Follow progress until done.")] = False,
+) -> None:
+    """Queue a campaign; prints its id (and, with --watch, a progress bar until it ends)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from brandforge.params import format_validation_errors
+    from serving.campaigns import CampaignSpec
+
+    if not spec_file.is_file():
+        typer.secho(f"campaign: {spec_file}: no such file", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        raw = yaml.safe_load(spec_file.read_text())
+        spec = CampaignSpec.model_validate(raw)
+    except yaml.YAMLError as err:
+        typer.secho(f"campaign: {spec_file}: not YAML/JSON: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except ValidationError as err:
+        typer.secho(format_validation_errors(err, str(spec_file)), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    answer = _call(
+        "POST",
+        f"{url}/v1/campaigns",
+        key,
+        spec.model_dump(mode="json", exclude_none=True),
+        what="campaign",
+        show=not watch,
+    )
+    if watch:
+        typer.echo(f"campaign {answer['campaign_id']}: {answer['total']} items")
+        _watch(url, key, answer["campaign_id"])
+
+
+def _watch(url: str, key: str, campaign_id: str, poll_s: float = 2.0) -> None:
+    import time
+
+    from tqdm import tqdm
+
+    state = _call(
+        "GET", f"{url}/v1/campaigns/{campaign_id}?items=false", key, what="campaign", show=False
+    )
+    with tqdm(total=state["total"], unit="item", desc=campaign_id[:8]) as bar:
+        while True:
+            counts = state["counts"]
+            finished = counts["done"] + counts["review"] + counts["failed"]
+            bar.update(finished - bar.n)
+            bar.set_postfix(review=counts["review"], failed=counts["failed"], eta=state["eta_s"])
+            if state["state"] not in ("queued", "running"):
+                break
+            time.sleep(poll_s)
+            state = _call(
+                "GET",
+                f"{url}/v1/campaigns/{campaign_id}?items=false",
+                key,
+                what="campaign",
+                show=False,
+            )
+    typer.echo(f"campaign {campaign_id}: {state['state']} {state['counts']}")
+
+
+@campaign_app.command("status")
+def campaign_status(
+    campaign_id: Annotated[str, typer.Argument(help="The id `submit` printed.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: GenerateKey = "",
+    items: Annotated[bool, typer.Option("--items/--no-items", help="List every item.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow progress until done.")] = False,
+) -> None:
+    """Progress, counts, ETA (and the items with their assets)."""
+    if watch:
+        _watch(url, key, campaign_id)
+        return
+    flag = "true" if items else "false"
+    _call("GET", f"{url}/v1/campaigns/{campaign_id}?items={flag}", key, what="campaign")
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(
+    campaign_id: Annotated[str, typer.Argument(help="The campaign to stop.")],
+    url: Url = "http://127.0.0.1:8000",
+    key: GenerateKey = "",
+) -> None:
+    """Cancel: pending items are dropped; delivered assets stay."""
+    _call("DELETE", f"{url}/v1/campaigns/{campaign_id}", key, what="campaign")

@@ -279,6 +279,7 @@ _SCRIPT = r"""
         return;
       }
       img.src = URL.createObjectURL(await r.blob());
+      await img.decode();  // "loaded" means drawable: naturalWidth is known
       img.dataset.state = "loaded";
     } catch (err) {
       img.alt = "image unavailable: " + err; img.dataset.state = "error";

@@ -379,3 +379,30 @@ def test_an_unreachable_tracking_server_is_one_clear_line(monkeypatch):
     assert "tracking store http://127.0.0.1:1" in result.output
     assert "Traceback" not in result.output
     mlflow.set_tracking_uri(None)
+
+
+def test_the_brand_logo_and_font_travel_with_the_version(project):
+    """The logo and font the kit names are logged with the run, so the serving tier can
+    compose campaign assets with them."""
+    import yaml
+    from PIL import Image
+
+    from serving.campaign_worker import registry_context
+
+    kit_file = project.root / "data/prepared/brand.yaml"
+    kit = yaml.safe_load(kit_file.read_text())
+    kit["logo"] = {"file": "logo.png", "placement": ["bottom-right"]}
+    kit["font_file"] = "fonts/brand.ttf"
+    kit_file.write_text(yaml.safe_dump(kit))
+    brand_dir = project.root / "data/brands" / project.brand
+    (brand_dir / "fonts").mkdir(parents=True)
+    Image.new("RGBA", (40, 20), (20, 40, 120, 255)).save(brand_dir / "logo.png")
+    (brand_dir / "fonts/brand.ttf").write_bytes(b"font bytes")  # carried, not parsed here
+    project.train()
+    version = project.register()["version"]
+
+    ctx = registry_context(f"{project.name}/{version}")
+    assert ctx.kit is not None and ctx.kit.logo.file == "logo.png"
+    assert ctx.logo is not None and ctx.logo.size == (40, 20)
+    assert ctx.font is not None and Path(ctx.font).name == "brand.ttf"
+    assert ctx.dataset_hash == "d" * 64

@@ -125,6 +125,9 @@ def server(
                 "min_requests": 2,
                 "max_p95_latency_ratio": 50.0,
             },
+            # a killed campaign worker's items come back to the queue after this
+            campaign_lease_s=5.0,
+            campaign_poll_s=0.2,
         )
         start(config, port=port)
         _RUNNING.update(config=config, port=port)
@@ -448,3 +451,215 @@ def test_shadow_mode_answers_from_the_champion_and_measures_the_canary(server):
     assert state["state"] == "promoted", state
     judged = [d for d in state["decisions"] if d["decision"] == "pass"][-1]
     assert judged["measurements"]["canary"]["requests"] >= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaigns and review
+
+
+CAMPAIGN = {
+    "brand": "acme",
+    "template": "{brand} {product} banner",
+    "variables": {"product": ["shoes", "bags"]},
+    "ratios": ["1:1", "9:16"],
+    "formats": ["png", "jpeg"],
+    "headline": "New {product}",
+    "cta": "Shop now",
+    "size": 192,
+    "generation_size": 32,
+    "steps": 2,
+    "max_regenerations": 1,
+}
+
+
+def _wait_campaign(url: str, key: str, campaign_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = requests.get(f"{url}/v1/campaigns/{campaign_id}", headers=_auth(key), timeout=30)
+        assert r.status_code == 200, r.text
+        state = r.json()
+        if state["state"] not in ("queued", "running"):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"campaign {campaign_id} did not finish: {state['counts']}")
+
+
+def test_a_campaign_is_queued_drawn_checked_and_sent_to_review(server):
+    url, keys, _ = server
+    r = requests.post(f"{url}/v1/campaigns", json=CAMPAIGN, headers=_auth(keys["app"]), timeout=30)
+    assert r.status_code == 202, r.text
+    submitted = r.json()
+    assert submitted["total"] == 4 and submitted["model"]["champion"] == "1"
+    assert (
+        requests.get(
+            f"{url}/v1/campaigns/{submitted['campaign_id']}",
+            headers=_auth(keys["reviewer"]),
+            timeout=10,
+        ).status_code
+        == 403
+    )
+
+    state = _wait_campaign(url, keys["app"], submitted["campaign_id"])
+    # The tiny random model draws noise: every item fails the brand kit, is drawn once more
+    # with a new seed, then waits for a person instead of being delivered.
+    assert state["state"] == "done" and state["counts"]["review"] == 4, state["counts"]
+    for item in state["items"]:
+        assert item["attempts"] == 2 and len(item["assets"]) == 2
+        assert item["compliance"]["passed"] is False
+        for a in item["assets"]:
+            got = requests.get(f"{url}{a['url']}", headers=_auth(keys["app"]), timeout=10)
+            assert got.status_code == 200
+            image = Image.open(io.BytesIO(got.content))
+            assert image.format in ("PNG", "JPEG")
+            assert image.size == ((192, 192) if item["ratio"] == "1:1" else (112, 192))
+
+    queue = requests.get(f"{url}/v1/review", headers=_auth(keys["reviewer"]), timeout=10).json()
+    ids = {a["asset_id"] for item in state["items"] for a in item["assets"]}
+    assert ids <= {i["asset_id"] for i in queue["items"]}
+    first = sorted(ids)[0]
+    decided = requests.post(
+        f"{url}/v1/review/{first}",
+        json={"decision": "reject", "reason": "off-brand noise"},
+        headers=_auth(keys["reviewer"]),
+        timeout=10,
+    )
+    assert decided.status_code == 200 and decided.json()["status"] == "rejected"
+    again = requests.post(
+        f"{url}/v1/review/{first}",
+        json={"decision": "approve"},
+        headers=_auth(keys["reviewer"]),
+        timeout=10,
+    )
+    assert again.status_code == 409
+    assert (
+        requests.post(
+            f"{url}/v1/review/{first}",
+            json={"decision": "approve"},
+            headers=_auth(keys["app"]),
+            timeout=10,
+        ).status_code
+        == 403
+    )
+
+
+def test_the_review_page_in_headless_chromium_approves_an_asset(server):
+    from tests.serving.test_review import CHROMIUM, drive_review_page
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
+    url, keys, _ = server
+    before = requests.get(f"{url}/v1/review", headers=_auth(keys["reviewer"]), timeout=10).json()
+    if before["total"] < 3:
+        r = requests.post(
+            f"{url}/v1/campaigns",
+            json={**CAMPAIGN, "formats": ["png"], "ratios": ["1:1"], "variants": 2},
+            headers=_auth(keys["app"]),
+            timeout=30,
+        )
+        _wait_campaign(url, keys["app"], r.json()["campaign_id"])
+        before = requests.get(
+            f"{url}/v1/review", headers=_auth(keys["reviewer"]), timeout=10
+        ).json()
+    walk = drive_review_page(f"{url}/review", keys["reviewer"])
+    after = requests.get(f"{url}/v1/review", headers=_auth(keys["reviewer"]), timeout=10).json()
+    assert "401" in walk.wrong_key_error or "key" in walk.wrong_key_error.lower()
+    assert len(walk.cards) == min(before["total"], 50)
+    assert all(walk.thumb_widths[c] > 0 for c in walk.cards)  # thumbnails really loaded
+    assert walk.approved not in {i["asset_id"] for i in after["items"]}
+    assert walk.rejected not in {i["asset_id"] for i in after["items"]}
+    assert after["total"] == before["total"] - 2  # one approved, one rejected on the page
+    assert len(walk.cards_after_reload) == len(walk.cards) - 2
+    statuses = {}
+    for asset_id in (walk.approved, walk.rejected):
+        from serving.db import Asset, engine_for, session_factory
+
+        with session_factory(engine_for(None))() as session:
+            statuses[asset_id] = session.get(Asset, asset_id).status
+    assert statuses == {walk.approved: "approved", walk.rejected: "rejected"}
+
+
+def test_a_killed_campaign_worker_loses_nothing_and_duplicates_nothing(server):
+    import ray
+    from sqlalchemy import func, select
+
+    from serving.db import Asset, CampaignItem, engine_for, session_factory
+
+    url, keys, tmp = server
+    spec = {**CAMPAIGN, "variants": 3, "formats": ["png"], "max_regenerations": 0}
+    r = requests.post(f"{url}/v1/campaigns", json=spec, headers=_auth(keys["app"]), timeout=30)
+    campaign_id = r.json()["campaign_id"]
+    total = r.json()["total"]
+    assert total == 12
+
+    # kill the worker once it has delivered something and still has work left
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        counts = requests.get(
+            f"{url}/v1/campaigns/{campaign_id}?items=false",
+            headers=_auth(keys["app"]),
+            timeout=10,
+        ).json()["counts"]
+        if counts["review"] + counts["done"] >= 1:
+            break
+        time.sleep(0.05)
+    replicas = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if "CampaignRunner" in a["name"]
+    ]
+    assert replicas, ray.util.list_named_actors(all_namespaces=True)
+    for a in replicas:
+        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+    killed_at = counts
+    assert killed_at["pending"] + killed_at["running"] > 0, "the worker finished before the kill"
+
+    state = _wait_campaign(url, keys["app"], campaign_id, timeout=240)
+    assert state["state"] == "done"
+    assert state["counts"]["review"] + state["counts"]["done"] == total
+    db = engine_for(None)
+    with session_factory(db)() as session:
+        per_item = session.execute(
+            select(Asset.item_id, func.count())
+            .where(Asset.campaign_id == campaign_id)
+            .group_by(Asset.item_id)
+        ).all()
+        keys_ = session.scalars(
+            select(CampaignItem.key).where(CampaignItem.campaign_id == campaign_id)
+        ).all()
+    assert len(keys_) == len(set(keys_)) == total
+    assert len(per_item) == total and all(n == 1 for _, n in per_item)
+    for item in state["items"]:
+        assert [a["asset_id"] for a in item["assets"]] and len(item["assets"]) == 1
+
+
+def test_impressions_and_clicks_give_the_click_through_rate_per_version(server):
+    url, keys, _ = server
+    r = requests.post(
+        f"{url}/v1/generate", json={**BODY, "n": 1}, headers=_auth(keys["app"]), timeout=120
+    )
+    asset_id = r.json()["images"][0]["asset_id"]
+    version = r.json()["model"]["version"]
+    before = _ctr(url, keys["app"]).get(version, {"impressions": 0, "clicks": 0})
+    for body in ({"impressions": 40, "clicks": 3}, {"impressions": 10, "clicks": 2}):
+        posted = requests.post(
+            f"{url}/v1/assets/{asset_id}/events", json=body, headers=_auth(keys["app"]), timeout=10
+        )
+        assert posted.status_code == 201, posted.text
+    after = _ctr(url, keys["app"])[version]
+    assert after["impressions"] - before["impressions"] == 50
+    assert after["clicks"] - before["clicks"] == 5
+    assert after["ctr"] == round(after["clicks"] / after["impressions"], 4)
+    bad = requests.post(
+        f"{url}/v1/assets/{asset_id}/events",
+        json={"clicks": -1},
+        headers=_auth(keys["app"]),
+        timeout=10,
+    )
+    assert bad.status_code == 422
+    missing = requests.post(
+        f"{url}/v1/assets/nope/events", json={"clicks": 1}, headers=_auth(keys["app"]), timeout=10
+    )
+    assert missing.status_code == 404
+
+
+def _ctr(url: str, key: str) -> dict:
+    models = requests.get(f"{url}/v1/models", headers=_auth(key), timeout=30).json()["models"]
+    return next(m for m in models if m["brand"] == "acme")["click_through"]

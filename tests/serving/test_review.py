@@ -411,7 +411,9 @@ def drive_review_page(
     Needs at least two assets waiting. Returns what was seen; asserts nothing, so any server
     that speaks the contract can be checked with it.
     """
-    from playwright.sync_api import sync_playwright
+    # Waits use selectors and `expect`, never `wait_for_function`: its predicate is evaluated
+    # with `eval` in the page, which the page's Content-Security-Policy (rightly) refuses.
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -434,7 +436,7 @@ def drive_review_page(
 
             page.fill("#api-key", key + "-wrong")
             page.click("#load")
-            page.wait_for_function("document.querySelector('#error').textContent.length > 0")
+            expect(page.locator("#error")).not_to_be_empty()
             wrong_key_error = page.inner_text("#error")
 
             page.fill("#api-key", key)
@@ -442,10 +444,8 @@ def drive_review_page(
             page.wait_for_selector("body[data-state=ready]")
             page.wait_for_selector(".card")
             cards = page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.assetId)")
-            page.wait_for_function(
-                "[...document.querySelectorAll('.card img')]"
-                ".every(i => i.dataset.state && i.complete)"
-            )
+            for asset_id in cards:
+                page.locator(f'[data-asset-id="{asset_id}"] img[data-state]').wait_for()
             widths = page.eval_on_selector_all(
                 ".card",
                 "cs => Object.fromEntries(cs.map(c => "
@@ -458,9 +458,7 @@ def drive_review_page(
             first, second = cards[0], cards[1]
             page.click(f'[data-asset-id="{first}"] [data-action="approve"]')
             page.wait_for_selector(f'[data-asset-id="{first}"]', state="detached")
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.includes('Approved')"
-            )
+            expect(page.locator("#status")).to_contain_text("Approved")
             after_approve = page.inner_text("#status")
 
             second_card = f'[data-asset-id="{second}"]'
@@ -469,9 +467,7 @@ def drive_review_page(
             page.fill(f'{second_card} [data-role="reason"]', reason)
             page.click(f'{second_card} [data-action="reject"]')
             page.wait_for_selector(second_card, state="detached")
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.includes('Rejected')"
-            )
+            expect(page.locator("#status")).to_contain_text("Rejected")
             after_reject = page.inner_text("#status")
 
             page.reload()

@@ -1,0 +1,429 @@
+"""The campaign worker: take items off the queue, draw, compose, check, encode, deliver.
+
+One `CampaignWorker.run_once()` claims a handful of items (`serving.campaigns.claim`), renders
+their backgrounds in one call to the generator (so they batch like live traffic), fits each to
+its channel's size and composes the brand's logo and texts on top (`serving.compose`), scores
+the composed asset with the evaluation package's compliance report, and draws again with a new
+seed for the items that failed, up to the campaign's `max_regenerations`; an item that still
+fails goes to human review instead of being delivered. Every output is watermarked and carries
+its provenance manifest (`serving.provenance`), is encoded in each requested format
+(`serving.formats`) and stored in the asset store; its Asset rows and the item's result are
+committed together, and only while the worker still holds the item's lease.
+
+The worker has no Ray in it: `render` and `render_loop` are callables (the Ray app passes the
+generator deployment's handle; tests can pass an `Engine`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+
+from serving.campaigns import CampaignSpec, claim, fill, finish, item_seed, ratio_size, release
+from serving.db import Asset, Campaign, CampaignItem, new_asset_id, utcnow
+from serving.generator import ImageJob, Rendered
+
+log = logging.getLogger(__name__)
+
+RenderFn = Callable[[list[ImageJob]], list[Rendered]]
+LoopFn = Callable[[ImageJob, int, int], list[bytes]]  # (job, frames, seed_to) -> PNG frames
+
+
+@dataclass
+class BrandContext:
+    """What composing and scoring a version's outputs needs: its brand kit (None: the version
+    was registered without one), logo image and font file, and the lineage for provenance."""
+
+    kit: Any
+    logo: Image.Image | None = None
+    font: Any = None  # a Path, or None for the bundled font
+    dataset_hash: str | None = None
+
+
+@dataclass
+class _Work:
+    item: CampaignItem
+    spec: CampaignSpec
+    campaign: Campaign
+    attempt: int = 0
+    seed: int = 0
+    background: Image.Image | None = None
+    composed: Any = None  # serving.compose.Composition
+    report: dict[str, Any] | None = None
+    passed: bool = False
+    files: list[str] = field(default_factory=list)
+    error: Exception | None = None  # composing failed: the item fails with this
+
+
+class _RenderFailed(Exception):
+    """The generator call failed (unreachable, model not loadable): a transient failure."""
+
+
+class CampaignWorker:
+    """Processes campaign items; `run_once` is one claim-render-deliver round."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        store: Any,
+        render: RenderFn,
+        render_loop: LoopFn | None,
+        context_for: Callable[[str], BrandContext],
+        owner: str,
+        lease_s: float = 120.0,
+        default_steps: int = 20,
+        default_guidance: float = 2.0,
+        retention_days: dict[str, float] | None = None,
+        review_brands: frozenset[str] = frozenset(),
+        retry_pause_s: float = 2.0,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.render = render
+        self.render_loop = render_loop
+        self.context_for = context_for
+        self.owner = owner
+        self.lease_s = lease_s
+        self.default_steps = default_steps
+        self.default_guidance = default_guidance
+        self.retention_days = retention_days or {}
+        self.review_brands = review_brands
+        self.retry_pause_s = retry_pause_s
+
+    def run_once(self, limit: int = 4) -> int:
+        """Claim up to `limit` items and finish them; returns how many were claimed."""
+        with self.sessions() as session:
+            items = claim(session, owner=self.owner, limit=limit, lease_s=self.lease_s)
+            if not items:
+                return 0
+            campaigns = {
+                c.id: c
+                for c in session.query(Campaign).filter(
+                    Campaign.id.in_({i.campaign_id for i in items})
+                )
+            }
+        work = [
+            _Work(
+                item=i,
+                spec=CampaignSpec.model_validate(_spec_input(campaigns[i.campaign_id].spec)),
+                campaign=campaigns[i.campaign_id],
+                seed=i.seed,
+            )
+            for i in items
+        ]
+        try:
+            self._draw_until_compliant(work)
+        except _RenderFailed as err:
+            # The generator could not be reached or failed: nothing is wrong with the items, so
+            # they go back to the queue for the next round (or another worker).
+            log.warning("campaign render failed, items go back to the queue: %s", err)
+            with self.sessions() as session:
+                for w in work:
+                    release(session, w.item.id, owner=self.owner, error=str(err))
+            time.sleep(self.retry_pause_s)
+            return len(work)
+        for w in work:
+            try:
+                if w.error is not None:
+                    raise w.error
+                self._deliver(w)
+            except Exception as err:  # noqa: BLE001 (one broken item must not stop the rest)
+                log.warning("campaign item %s failed: %s", w.item.key, err)
+                self._delete_files(w.files)
+                with self.sessions() as session:
+                    finish(
+                        session,
+                        w.item.id,
+                        owner=self.owner,
+                        state="failed",
+                        attempts=w.attempt + 1,
+                        seed=w.seed,
+                        asset_ids=[],
+                        compliance=w.report,
+                        error=f"{type(err).__name__}: {err}"[:2000],
+                    )
+        return len(work)
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def _job(self, w: _Work) -> ImageJob:
+        width, height = ratio_size(w.item.ratio, w.spec.generation_size)
+        return ImageJob(
+            model_id=f"{w.campaign.model_name}/{w.item.model_version}",
+            prompt=w.item.prompt,
+            negative_prompt=w.spec.negative_prompt or "",
+            seed=w.seed,
+            width=width,
+            height=height,
+            steps=w.spec.steps or self.default_steps,
+            guidance=w.spec.guidance if w.spec.guidance is not None else self.default_guidance,
+        )
+
+    def _draw_until_compliant(self, work: list[_Work]) -> None:
+        """Render every item, then re-render those that failed the brand kit with new seeds,
+        up to each campaign's `max_regenerations`; all renders of a round go in one call."""
+        todo = list(work)
+        while todo:
+            try:
+                rendered = self.render([self._job(w) for w in todo])
+            except Exception as err:  # noqa: BLE001 (any generator failure: retry the round)
+                raise _RenderFailed(f"{type(err).__name__}: {err}") from err
+            retry = []
+            for w, r in zip(todo, rendered, strict=True):
+                w.background = Image.open(io.BytesIO(r.png)).convert("RGB")
+                try:
+                    self._compose_and_score(w)
+                except Exception as err:  # noqa: BLE001 (e.g. a layout that cannot fit: the
+                    w.error = err  # item fails with the reason, drawing again cannot help)
+                    continue
+                if not w.passed and w.attempt < w.spec.max_regenerations:
+                    w.attempt += 1
+                    w.seed = item_seed(int(w.spec.seed or 0), w.item.key, w.attempt)
+                    retry.append(w)
+            todo = retry
+            for w in todo:
+                self._renew(w)
+
+    def _compose_and_score(self, w: _Work) -> None:
+        from evaluation.compliance import compliance_report
+
+        ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
+        w.composed = _compose(w, ctx, w.background)
+        if ctx.kit is None:
+            w.report, w.passed = None, True
+            return
+        report = compliance_report(
+            np.asarray(w.composed.image.convert("RGB")),
+            ctx.kit,
+            logo=np.asarray(ctx.logo) if ctx.logo is not None else None,
+            text_boxes=list(w.composed.text_boxes) or None,
+        ).to_dict()
+        w.report = {k: report[k] for k in ("score", "passed", "violations")}
+        w.passed = bool(report["passed"])
+
+    def _renew(self, w: _Work) -> None:
+        from serving.campaigns import renew
+
+        with self.sessions() as session:
+            renew(session, w.item.id, owner=self.owner, lease_s=self.lease_s)
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    def _deliver(self, w: _Work) -> None:
+        from serving.assets import asset_key, expiry_for
+        from serving.formats import EXTENSIONS, encode_motion, encode_still
+        from serving.provenance import (
+            build_manifest,
+            embed_watermark,
+            manifest_xmp,
+            watermark_payload,
+        )
+
+        self._renew(w)  # encoding (SVG, motion) can take a while
+        ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
+        review = not w.passed or w.spec.review or w.item.brand in self.review_brands
+        status = "review" if review else "delivered"
+        now = utcnow()
+        rows: list[Asset] = []
+        outputs: list[tuple[str, bytes, dict[str, Any]]] = []
+        image = w.composed.image.convert("RGB")
+        for fmt in w.spec.formats:
+            outputs.append((fmt, b"", {}))
+        if w.spec.motion is not None and self.render_loop is not None:
+            outputs.append((w.spec.motion.format, b"", {"motion": w.spec.motion.model_dump()}))
+        for fmt, _, extra in outputs:
+            asset_id = new_asset_id()
+            manifest = build_manifest(
+                asset_id=asset_id,
+                brand=w.item.brand,
+                model_name=w.campaign.model_name,
+                model_version=w.item.model_version,
+                variant=w.item.variant,
+                dataset_hash=ctx.dataset_hash,
+                created_at=now,
+            )
+            xmp = manifest_xmp(manifest)
+            payload = watermark_payload(asset_id)
+            if "motion" in extra:
+                frames = self._motion_frames(w, ctx)
+                marked = [embed_watermark(f, payload) for f in frames]
+                data = encode_motion(marked, fmt, fps=w.spec.motion.fps, xmp=xmp)
+            else:
+                data = encode_still(embed_watermark(image, payload), fmt, xmp=xmp)
+            key = asset_key(w.item.brand, asset_id, EXTENSIONS[fmt])
+            self.store.put(key, data)
+            w.files.append(key)
+            rows.append(
+                Asset(
+                    id=asset_id,
+                    request_id=f"campaign:{w.campaign.id}",
+                    brand=w.item.brand,
+                    model_name=w.campaign.model_name,
+                    model_version=w.item.model_version,
+                    variant=w.item.variant,
+                    prompt=w.item.prompt,
+                    negative_prompt=w.spec.negative_prompt or "",
+                    seed=w.seed,
+                    width=w.item.width,
+                    height=w.item.height,
+                    steps=w.spec.steps or self.default_steps,
+                    guidance=w.spec.guidance
+                    if w.spec.guidance is not None
+                    else self.default_guidance,
+                    format=fmt,
+                    path=key,
+                    compliance=w.report or {},
+                    status=status,
+                    settings={
+                        "ratio": w.item.ratio,
+                        "attempt": w.attempt,
+                        "layout": w.composed.layout,
+                        **extra,
+                    },
+                    provenance=manifest,
+                    campaign_id=w.campaign.id,
+                    item_id=w.item.id,
+                    created_at=now,
+                    expires_at=expiry_for(w.item.brand, now, self.retention_days),
+                )
+            )
+        with self.sessions() as session:
+            session.add_all(rows)
+            session.flush()
+            done = finish(
+                session,
+                w.item.id,
+                owner=self.owner,
+                state="review" if review else "done",
+                attempts=w.attempt + 1,
+                seed=w.seed,
+                asset_ids=[r.id for r in rows],
+                compliance=w.report,
+            )
+        if not done:
+            # Another worker took the item over (our lease expired): its result counts.
+            log.warning("item %s was taken over; discarding this worker's files", w.item.key)
+            self._delete_files(w.files)
+
+    def _motion_frames(self, w: _Work, ctx: BrandContext) -> list[Image.Image]:
+        assert self.render_loop is not None and w.spec.motion is not None
+        job = self._job(w)
+        seed_to = item_seed(int(w.spec.seed or 0), w.item.key + ":loop", w.attempt)
+        frames = []
+        for png in self.render_loop(job, w.spec.motion.frames, seed_to):
+            frame = Image.open(io.BytesIO(png)).convert("RGB")
+            frames.append(_compose(w, ctx, frame).image.convert("RGB"))
+        return frames
+
+    def _delete_files(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception:  # noqa: BLE001 (an orphan file is harmless; retention removes it)
+                log.warning("could not delete orphan file %s", key)
+
+
+def _spec_input(spec: dict[str, Any]) -> dict[str, Any]:
+    return dict(spec)
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """A background delivered as it is (a version registered without a brand kit)."""
+
+    image: Image.Image
+    text_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    logo_box: tuple[int, int, int, int] | None = None
+    layout: dict[str, Any] = field(default_factory=dict)
+
+
+def _compose(w: _Work, ctx: BrandContext, drawn: Image.Image) -> Any:
+    """The item's asset: the drawn image fitted to the channel's size, with the brand's logo and
+    texts composed on top (`serving.compose`)."""
+    from serving.compose import compose, fit_background
+
+    background = fit_background(drawn, (w.item.width, w.item.height))
+    if ctx.kit is None:
+        return _Plain(background)
+    values = w.item.values or {}
+    return compose(
+        background,
+        ctx.kit,
+        ratio=w.item.ratio,
+        headline=fill(w.spec.headline, w.item.brand, values),
+        cta=fill(w.spec.cta, w.item.brand, values),
+        logo=ctx.logo,
+        font_path=ctx.font,
+    )
+
+
+def run_until_idle(worker: CampaignWorker, *, limit: int = 4, idle_s: float = 0.0) -> int:
+    """Drain the queue (for tests and `brandforge campaign run`); returns items processed."""
+    total = 0
+    while True:
+        n = worker.run_once(limit)
+        total += n
+        if n == 0:
+            if idle_s <= 0:
+                return total
+            time.sleep(idle_s)
+
+
+__all__ = ["BrandContext", "CampaignWorker", "run_until_idle"]
+
+
+def registry_context(model_id: str) -> BrandContext:
+    """A registered version's brand kit (the one it was registered with), logo and font (the
+    brand files logged with its run, when there are any) and dataset hash."""
+    import json
+    from pathlib import Path
+
+    from brandforge.brandkit import BrandKit
+    from registry.core import client, get_version
+
+    name, version = model_id.rsplit("/", 1)
+    info = get_version(client(), name, version)
+    raw = info.tags.get("brandforge.brand_kit")
+    kit = BrandKit.model_validate(json.loads(raw)) if raw else None
+    logo, font = None, None
+    if kit is not None and info.run_id:
+        logo, font = _brand_files(info.run_id, kit)
+    dataset_hash = info.tags.get("brandforge.dataset_hash")
+    return BrandContext(kit=kit, logo=logo, font=font and Path(font), dataset_hash=dataset_hash)
+
+
+def _brand_files(run_id: str, kit: Any) -> tuple[Image.Image | None, str | None]:
+    """The logo image and font file the register stage logged under `brand/` (None when the
+    kit names none or the run has none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    logo = font = None
+    wanted = {
+        "logo": kit.logo.file if kit.logo is not None else None,
+        "font": getattr(kit, "font_file", None),
+    }
+    for what, rel in wanted.items():
+        if not rel:
+            continue
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"brand/{rel}")
+        except (MlflowException, OSError) as err:
+            log.warning(
+                "%s %s of run %s not available (%s); composing without it", what, rel, run_id, err
+            )
+            continue
+        if what == "logo":
+            logo = Image.open(local).convert("RGBA")
+        else:
+            font = local
+    return logo, font
