@@ -197,6 +197,7 @@ class CampaignWorker:
         from evaluation.compliance import compliance_report
 
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
+        assert w.background is not None
         w.composed = _compose(w, ctx, w.background)
         if ctx.kit is None:
             w.report, w.passed = None, True
@@ -234,13 +235,12 @@ class CampaignWorker:
         status = "review" if review else "delivered"
         now = utcnow()
         rows: list[Asset] = []
-        outputs: list[tuple[str, bytes, dict[str, Any]]] = []
         image = w.composed.image.convert("RGB")
-        for fmt in w.spec.formats:
-            outputs.append((fmt, b"", {}))
-        if w.spec.motion is not None and self.render_loop is not None:
-            outputs.append((w.spec.motion.format, b"", {"motion": w.spec.motion.model_dump()}))
-        for fmt, _, extra in outputs:
+        outputs: list[tuple[str, dict[str, Any]]] = [(fmt, {}) for fmt in w.spec.formats]
+        motion = w.spec.motion if self.render_loop is not None else None
+        if motion is not None:
+            outputs.append((motion.format, {"motion": motion.model_dump()}))
+        for fmt, extra in outputs:
             asset_id = new_asset_id()
             manifest = build_manifest(
                 asset_id=asset_id,
@@ -253,10 +253,10 @@ class CampaignWorker:
             )
             xmp = manifest_xmp(manifest)
             payload = watermark_payload(asset_id)
-            if "motion" in extra:
+            if motion is not None and "motion" in extra:
                 frames = self._motion_frames(w, ctx)
                 marked = [embed_watermark(f, payload) for f in frames]
-                data = encode_motion(marked, fmt, fps=w.spec.motion.fps, xmp=xmp)
+                data = encode_motion(marked, fmt, fps=motion.fps, xmp=xmp)
             else:
                 data = encode_still(embed_watermark(image, payload), fmt, xmp=xmp)
             key = asset_key(w.item.brand, asset_id, EXTENSIONS[fmt])

@@ -51,6 +51,7 @@ MAX_ITEMS = 5000
 MAX_VALUES = 200  # values per variable
 STILL = ("png", "jpeg", "webp", "heic", "svg")
 MOTION = ("gif", "mp4")
+StillFormat = Literal["png", "jpeg", "webp", "heic", "svg"]
 _RATIO = re.compile(r"^[1-9]\d{0,2}:[1-9]\d{0,2}$")
 
 
@@ -61,6 +62,10 @@ class CampaignError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _default_formats() -> list[StillFormat]:
+    return ["png"]
 
 
 class MotionSpec(BaseModel):
@@ -86,9 +91,7 @@ class CampaignSpec(BaseModel):
     negative_prompt: str | None = Field(None, max_length=2000)
     ratios: list[str] = Field(default_factory=lambda: ["1:1"], min_length=1, max_length=12)
     variants: int = Field(1, ge=1, le=16, description="seeds per combination and ratio")
-    formats: list[Literal["png", "jpeg", "webp", "heic", "svg"]] = Field(
-        default_factory=lambda: ["png"], min_length=1
-    )
+    formats: list[StillFormat] = Field(default_factory=_default_formats, min_length=1)
     motion: MotionSpec | None = None
     headline: str | None = Field(None, max_length=200)
     cta: str | None = Field(None, max_length=100)
@@ -337,7 +340,7 @@ def claim(
             )
             .values(state="running", lease_owner=owner, lease_expires_at=expires, updated_at=now)
         )
-        if result.rowcount == 1:
+        if result.rowcount == 1:  # type: ignore[attr-defined]
             taken.append(item_id)
             if state == "running":
                 log.warning(
@@ -375,7 +378,7 @@ def renew(session: Session, item_id: int, *, owner: str, lease_s: float) -> bool
         .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
     )
     session.commit()
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish(
@@ -416,11 +419,12 @@ def finish(
             updated_at=now,
         )
     )
-    if result.rowcount != 1:
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
     campaign_id = session.scalar(select(CampaignItem.campaign_id).where(CampaignItem.id == item_id))
-    _close_if_finished(session, campaign_id, now)
+    if campaign_id is not None:
+        _close_if_finished(session, campaign_id, now)
     session.commit()
     return True
 
@@ -467,7 +471,7 @@ def cancel(session: Session, campaign_id: str, *, actor: str) -> Campaign:
         update(CampaignItem)
         .where(CampaignItem.campaign_id == campaign_id, CampaignItem.state == "pending")
         .values(state="cancelled", finished_at=now, updated_at=now)
-    ).rowcount
+    ).rowcount  # type: ignore[attr-defined]
     campaign.state = "cancelled"
     campaign.finished_at = now
     campaign.updated_at = now
