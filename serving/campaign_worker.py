@@ -228,6 +228,7 @@ class CampaignWorker:
             manifest_xmp,
             watermark_payload,
         )
+        from serving.redact import redact
 
         self._renew(w)  # encoding (SVG, motion) can take a while
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
@@ -270,8 +271,8 @@ class CampaignWorker:
                     model_name=w.campaign.model_name,
                     model_version=w.item.model_version,
                     variant=w.item.variant,
-                    prompt=w.item.prompt,
-                    negative_prompt=w.spec.negative_prompt or "",
+                    prompt=redact(w.item.prompt),
+                    negative_prompt=redact(w.spec.negative_prompt or ""),
                     seed=w.seed,
                     width=w.item.width,
                     height=w.item.height,
@@ -319,7 +320,7 @@ class CampaignWorker:
         job = self._job(w)
         seed_to = item_seed(int(w.spec.seed or 0), w.item.key + ":loop", w.attempt)
         frames = []
-        for png in self.render_loop(job, w.spec.motion.frames, seed_to):
+        for png in self.render_loop(job, w.spec.motion.frame_count, seed_to):
             frame = Image.open(io.BytesIO(png)).convert("RGB")
             frames.append(_compose(w, ctx, frame).image.convert("RGB"))
         return frames

@@ -74,8 +74,29 @@ class MotionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["gif", "mp4"] = "gif"
-    frames: int = Field(8, ge=2, le=96)
+    frames: int | None = Field(None, ge=2, le=96, description="default 8, or duration x fps")
     fps: float = Field(8.0, gt=0, le=60)
+    duration_s: float | None = Field(None, gt=0, le=12, description="loop length in seconds")
+
+    @model_validator(mode="after")
+    def _length(self) -> MotionSpec:
+        if self.frames is not None and self.duration_s is not None:
+            if abs(self.frames / self.fps - self.duration_s) > 0.5 / self.fps:
+                raise ValueError(
+                    f"frames {self.frames} at {self.fps:g} fps last "
+                    f"{self.frames / self.fps:.2f} s, not duration_s {self.duration_s:g}: "
+                    "give two of frames, fps and duration_s"
+                )
+        return self
+
+    @property
+    def frame_count(self) -> int:
+        """Frames of the loop: `frames`, else `duration_s` x `fps` (at least 2, at most 96)."""
+        if self.frames is not None:
+            return self.frames
+        if self.duration_s is not None:
+            return max(2, min(96, round(self.duration_s * self.fps)))
+        return 8
 
 
 class CampaignSpec(BaseModel):

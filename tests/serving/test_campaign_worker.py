@@ -123,7 +123,7 @@ def test_a_campaign_is_drawn_composed_encoded_and_delivered(tmp_path, served_reg
         "variables": {"product": ["shoes", "bags"]},
         "ratios": ["1:1", "9:16"],
         "formats": FORMATS,
-        "motion": {"format": "gif", "frames": 4, "fps": 4},
+        "motion": {"format": "gif", "fps": 4, "duration_s": 1.0},  # 4 frames
         "headline": "New {product}",
         "cta": "Shop now",
         "size": 128,
@@ -177,7 +177,7 @@ def test_an_item_failing_the_brand_kit_is_redrawn_then_sent_to_review(
 ):
     spec = {
         "brand": "acme",
-        "template": "{brand} banner",
+        "template": "{brand} banner, send proofs to jane.doe@example.com",
         "ratios": ["1:1"],
         "variants": 2,
         "formats": ["png"],
@@ -204,6 +204,8 @@ def test_an_item_failing_the_brand_kit_is_redrawn_then_sent_to_review(
         assert item.seed != first_seeds[item.key]  # the last attempt's seed is recorded
         assert item.compliance["passed"] is False and item.compliance["violations"]
     assert len(assets) == 2 and {a.status for a in assets} == {"review"}
+    # personal data in the prompt is drawn with, but never stored
+    assert all("[email]" in a.prompt and "example.com" not in a.prompt for a in assets)
     assert all(a.seed == next(i.seed for i in items if i.id == a.item_id) for a in assets)
 
 

@@ -98,12 +98,22 @@ def test_a_campaign_expands_to_every_combination_ratio_and_variant() -> None:
             f"at most {MAX_ITEMS}",
         ),
         ({"colour": "teal"}, "colour"),
+        ({"motion": {"frames": 10, "fps": 5, "duration_s": 1}}, "give two of frames"),
     ],
 )
 def test_a_bad_campaign_says_which_field_is_wrong(change: dict, words: str) -> None:
     with pytest.raises(ValidationError) as err:
         CampaignSpec.model_validate({**SPEC, **change})
     assert words in str(err.value)
+
+
+def test_a_loop_is_as_long_as_asked() -> None:
+    from serving.campaigns import MotionSpec
+
+    assert MotionSpec().frame_count == 8
+    assert MotionSpec(fps=12, duration_s=2).frame_count == 24
+    assert MotionSpec(frames=16, fps=8).frame_count == 16
+    assert MotionSpec(frames=16, fps=8, duration_s=2).frame_count == 16
 
 
 def test_sizes_follow_the_ratio_on_a_grid_of_eight() -> None:
