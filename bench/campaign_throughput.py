@@ -4,7 +4,9 @@ Starts the serving application twice on loopback, each time with a fresh serving
 asset folder: once with batching (the generator batches up to --batch images, a campaign worker
 draws --batch items per round) and once without (batch size 1, one item per round). Submits the
 same campaign (variables x ratios x variants, composed with the headline and CTA, PNG) and times
-it from submission to the last item. Prints items per minute for both and the speed-up.
+it from submission to the last item. Prints items per minute for both and the speed-up, and the
+p50 latency of live `POST /v1/generate` requests (one at a time) before the campaign and while it
+runs: campaign work only joins the generator's batches while no live request waits.
 
 Needs a registered brand with a champion in the tracking store (`MLFLOW_TRACKING_URI`, default
 `sqlite:///mlflow.db`). After `make demo`:
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -84,13 +87,35 @@ def run_once(args: argparse.Namespace, *, batch: int, folder: Path) -> tuple[flo
             timeout=60,
         ).json()
         _wait(url, headers, warm["campaign_id"])
+        live = {
+            "brand": args.brand,
+            "prompt": f"{args.brand} banner",
+            "n": 1,
+            "width": 32,
+            "height": 32,
+            "steps": args.steps,
+        }
+        idle = [_generate(url, headers, live) for _ in range(args.live)]
         started = time.perf_counter()
         submitted = requests.post(f"{url}/v1/campaigns", json=spec, headers=headers, timeout=60)
         submitted.raise_for_status()
+        # live requests while the campaign drains: they go ahead of campaign work
+        busy = [_generate(url, headers, live) for _ in range(args.live)]
         state = _wait(url, headers, submitted.json()["campaign_id"])
-        return time.perf_counter() - started, state
+        seconds = time.perf_counter() - started
+        state["live_p50_idle_ms"] = statistics.median(idle) * 1000 if idle else None
+        state["live_p50_during_ms"] = statistics.median(busy) * 1000 if busy else None
+        return seconds, state
     finally:
         stop()
+
+
+def _generate(url: str, headers: dict, body: dict) -> float:
+    import requests
+
+    t = time.perf_counter()
+    requests.post(f"{url}/v1/generate", json=body, headers=headers, timeout=120).raise_for_status()
+    return time.perf_counter() - t
 
 
 def _wait(url: str, headers: dict, campaign_id: str) -> dict:
@@ -113,6 +138,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="long side of the delivered asset")
     ap.add_argument("--generation-size", type=int, default=32, help="long side the model draws")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument(
+        "--live", type=int, default=5, help="live requests timed before and during the campaign"
+    )
     args = ap.parse_args()
 
     results = {}
@@ -125,6 +153,11 @@ def main() -> None:
             f"{label:13s} (batch {batch}): {items} items in {seconds:6.1f} s = "
             f"{results[label]:6.1f} items/min  {state['counts']}"
         )
+        if state["live_p50_idle_ms"] is not None:
+            print(
+                f"{'':13s} live /v1/generate p50: {state['live_p50_idle_ms']:.0f} ms idle, "
+                f"{state['live_p50_during_ms']:.0f} ms while the campaign runs"
+            )
     print(f"speed-up from batching: {results['batching on'] / results['batching off']:.2f}x")
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -177,7 +178,13 @@ def test_generate_returns_scored_images_that_can_be_fetched(server):
     second = requests.get(
         f"{url}{again['images'][0]['url']}", headers=_auth(keys["app"]), timeout=10
     )
-    assert first.content == second.content
+    # the files differ (each carries its own asset id in its manifest); the pictures do not
+    # (32 px is below the watermark's minimum size, so nothing else is added)
+    assert first.content != second.content
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(first.content))),
+        np.asarray(Image.open(io.BytesIO(second.content))),
+    )
 
 
 @pytest.mark.parametrize(("fmt", "pil"), [("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
@@ -663,3 +670,37 @@ def test_impressions_and_clicks_give_the_click_through_rate_per_version(server):
 def _ctr(url: str, key: str) -> dict:
     models = requests.get(f"{url}/v1/models", headers=_auth(key), timeout=30).json()["models"]
     return next(m for m in models if m["brand"] == "acme")["click_through"]
+
+
+def test_the_campaign_cli_submits_a_file_and_follows_it(server, tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from serving.cli import campaign_app
+
+    url, keys, _ = server
+    spec = tmp_path / "campaign.yaml"
+    spec.write_text(yaml.safe_dump({**CAMPAIGN, "ratios": ["1:1"], "formats": ["webp"]}))
+    runner = CliRunner()
+    result = runner.invoke(
+        campaign_app, ["submit", str(spec), "--url", url, "--key", keys["app"], "--watch"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "campaign " in result.output and "2 items" in result.output
+    campaign_id = result.output.split("campaign ", 1)[1].split(":", 1)[0]
+    status = runner.invoke(
+        campaign_app, ["status", campaign_id, "--url", url, "--key", keys["app"]]
+    )
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["state"] == "done"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**CAMPAIGN, "ratios": ["16x9"]}))
+    refused = runner.invoke(campaign_app, ["submit", str(bad), "--url", url, "--key", "k"])
+    assert refused.exit_code == 2 and "ratios" in refused.output and "16x9" in refused.output
+    cancelled = runner.invoke(
+        campaign_app, ["cancel", campaign_id, "--url", url, "--key", keys["app"]]
+    )
+    assert cancelled.exit_code == 1 and "409" in cancelled.output  # already done
