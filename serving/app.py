@@ -291,6 +291,17 @@ def ingress_deployment(config: ServeConfig) -> Any:
                 self._kits[model_id] = registry_context(model_id)
             return self._kits[model_id]
 
+        def _champion(self, brand: str) -> str:
+            """The brand's champion version; 404 for an unknown brand, 409 without one."""
+            champion = self._aliases_of(brand)["champion"]
+            if champion is None:
+                raise HTTPException(
+                    409,
+                    f"brand {brand!r} has no champion yet: promote a version with "
+                    f"`brandforge registry promote brandforge-{brand} --to champion`",
+                )
+            return champion
+
         def _kit(self, model_id: str) -> Any:
             return self._context(model_id).kit
 
@@ -363,14 +374,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
             started = time.perf_counter()
             who = self._principal(request, "generate", body.brand)
-            aliases = await asyncio.to_thread(self._aliases_of, body.brand)
-            champion = aliases["champion"]
-            if champion is None:
-                raise HTTPException(
-                    409,
-                    f"brand {body.brand!r} has no champion yet: promote a version with "
-                    f"`brandforge registry promote brandforge-{body.brand} --to champion`",
-                )
+            champion = await asyncio.to_thread(self._champion, body.brand)
             rollout = await asyncio.to_thread(self.rollouts.current, body.brand)
             variant, version = "champion", champion
             if rollout is not None and rollout.mode == "live":
@@ -736,14 +740,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
             from serving.campaigns import CampaignError, submit
 
             who = self._principal(request, "generate", body.brand)
-            aliases = await asyncio.to_thread(self._aliases_of, body.brand)
-            champion = aliases["champion"]
-            if champion is None:
-                raise HTTPException(
-                    409,
-                    f"brand {body.brand!r} has no champion yet: promote a version with "
-                    f"`brandforge registry promote brandforge-{body.brand} --to champion`",
-                )
+            champion = await asyncio.to_thread(self._champion, body.brand)
             rollout = await asyncio.to_thread(self.rollouts.current, body.brand)
             canary = None
             if rollout is not None and rollout.mode == "live":

@@ -67,6 +67,14 @@ BUCKETS = 10_000
 # Measured differences within this of a limit count as equal (float noise must not fail a step).
 TOLERANCE = 1e-9
 NO_REASON = "(no reason given)"
+# What the step analysis reads of each request_log row.
+_MEASURED = (
+    RequestLog.ok,
+    RequestLog.latency_s,
+    RequestLog.images,
+    RequestLog.compliance_mean,
+    RequestLog.compliance_failed,
+)
 # A live step at 100 % is judged against at least this many of the champion's latest requests.
 BASELINE_REQUESTS = 50
 
@@ -723,13 +731,7 @@ class RolloutController:
         version = rollout.canary_version if variant == "canary" else rollout.champion_version
         return list(
             session.execute(
-                select(
-                    RequestLog.ok,
-                    RequestLog.latency_s,
-                    RequestLog.images,
-                    RequestLog.compliance_mean,
-                    RequestLog.compliance_failed,
-                ).where(
+                select(*_MEASURED).where(
                     RequestLog.brand == rollout.brand,
                     RequestLog.at >= rollout.step_started_at,
                     RequestLog.at <= now,
@@ -745,13 +747,7 @@ class RolloutController:
         `max(min_requests, BASELINE_REQUESTS)`), newest first."""
         return list(
             session.execute(
-                select(
-                    RequestLog.ok,
-                    RequestLog.latency_s,
-                    RequestLog.images,
-                    RequestLog.compliance_mean,
-                    RequestLog.compliance_failed,
-                )
+                select(*_MEASURED)
                 .where(
                     RequestLog.brand == rollout.brand,
                     RequestLog.at < rollout.step_started_at,
