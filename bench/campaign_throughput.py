@@ -40,8 +40,8 @@ def run_once(args: argparse.Namespace, *, batch: int, folder: Path) -> tuple[flo
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
-    from serving.db import engine_for, init_db, session_factory
-    from serving.server import served_environment, start, stop
+    from serving.db.models import engine_for, init_db, session_factory
+    from serving.runtime import served_environment, start, stop
 
     os.environ["BRANDFORGE_SERVING_DB"] = f"sqlite:///{folder / 'serving.db'}"
     os.environ["BRANDFORGE_ASSET_DIR"] = str(folder / "assets")

@@ -82,7 +82,7 @@ def main() -> None:
     import requests
 
     from serving.app import ServeConfig
-    from serving.server import served_environment, start, stop
+    from serving.runtime import served_environment, start, stop
 
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from serving.campaigns import CampaignSpec
+from serving.campaigns.queue import CampaignSpec
 from serving.generator import Engine, ImageJob, ModelNotFound, Rendered, group
 
 log = logging.getLogger(__name__)
@@ -193,8 +193,8 @@ def ingress_deployment(config: ServeConfig) -> Any:
     class Ingress:
         def __init__(self, generator: Any, runner: Any = None) -> None:
             from brandforge.settings import get_settings
-            from serving.db import engine_for, init_db, session_factory
-            from serving.metrics import Metrics
+            from serving.db.models import engine_for, init_db, session_factory
+            from serving.api.prometheus import Metrics
 
             _apply_env(config.env)
             self.generator = generator
@@ -203,13 +203,13 @@ def ingress_deployment(config: ServeConfig) -> Any:
             self.db = engine_for(settings.serving_db)
             init_db(self.db)
             self.sessions = session_factory(self.db)
-            from serving.assets import AssetStore
+            from serving.assets.store import AssetStore
 
             self.store = AssetStore.from_settings(settings)
             self.retention_days = settings.retention_days
             self.metrics = Metrics()
             from brandforge.params import RolloutParams
-            from serving.rollout import RolloutController
+            from serving.rollout.controller import RolloutController
 
             self.rollout_params = RolloutParams(**config.rollout)
             self.rollouts = RolloutController(self.sessions, self.rollout_params)
@@ -285,7 +285,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
         def _context(self, model_id: str) -> Any:
             """The version's brand kit, logo, font and dataset hash (`registry_context`)."""
-            from serving.campaign_worker import registry_context
+            from serving.campaigns.worker import registry_context
 
             if model_id not in self._kits:
                 self._kits[model_id] = registry_context(model_id)
@@ -370,7 +370,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
         async def generate(self, body: GenerateRequest, request: Request) -> dict[str, Any]:
             """Generate `n` images with the brand's champion (or, during a rollout, the canary
             for the rollout's share of clients); each image is scored and stored."""
-            from serving.rollout import assign_variant
+            from serving.rollout.controller import assign_variant
 
             started = time.perf_counter()
             who = self._principal(request, "generate", body.brand)
@@ -541,16 +541,16 @@ def ingress_deployment(config: ServeConfig) -> Any:
             from PIL import Image
 
             from evaluation.compliance import compliance_report
-            from serving.assets import asset_key, expiry_for
-            from serving.db import Asset, new_asset_id, utcnow
-            from serving.formats import EXTENSIONS, encode_still
-            from serving.provenance import (
+            from serving.assets.store import asset_key, expiry_for
+            from serving.db.models import Asset, new_asset_id, utcnow
+            from serving.delivery.formats import EXTENSIONS, encode_still
+            from serving.delivery.manifest import (
                 build_manifest,
                 embed_watermark,
                 manifest_xmp,
                 watermark_payload,
             )
-            from serving.redact import redact
+            from serving.delivery.redact import redact
 
             out = []
             name, version = model_id.rsplit("/", 1)
@@ -652,7 +652,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
             return state
 
         def _click_through(self, brand: str, versions: list[Any] | None) -> dict[str, Any]:
-            from serving.events import click_through
+            from serving.assets.events import click_through
 
             with self.sessions() as session:
                 return click_through(session, brand, versions)
@@ -674,9 +674,9 @@ def ingress_deployment(config: ServeConfig) -> Any:
         async def asset(self, asset_id: str, request: Request) -> Response:
             """The stored file (keys with role `generate` or `review` for the asset's brand).
             Frequently fetched files come from the store's bounded cache."""
-            from serving.assets import AssetMissing
-            from serving.db import Asset
-            from serving.formats import MEDIA_TYPES
+            from serving.assets.store import AssetMissing
+            from serving.db.models import Asset
+            from serving.delivery.formats import MEDIA_TYPES
 
             with self.sessions() as session:
                 row = session.get(Asset, asset_id)
@@ -707,7 +707,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
         ) -> dict[str, Any]:
             """Record impressions and clicks of a delivered asset (for click-through rates per
             model version in /v1/models and the rollout analysis)."""
-            from serving.db import Asset, AssetEvent
+            from serving.db.models import Asset, AssetEvent
 
             with self.sessions() as session:
                 row = session.get(Asset, asset_id)
@@ -737,7 +737,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
             """Queue a campaign: the template expanded over its variables, per aspect ratio and
             variant. The model versions are pinned now (the champion; during a live rollout the
             canary for the rollout's share of the items). Returns at once."""
-            from serving.campaigns import CampaignError, submit
+            from serving.campaigns.queue import CampaignError, submit
 
             who = self._principal(request, "generate", body.brand)
             champion = await asyncio.to_thread(self._champion, body.brand)
@@ -749,7 +749,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
             def write() -> dict[str, Any]:
                 from serving.auth import audit
-                from serving.campaigns import progress
+                from serving.campaigns.queue import progress
 
                 with self.sessions() as session:
                     try:
@@ -781,7 +781,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
         def _campaign(self, request: Request, campaign_id: str, role: str) -> tuple[str, str]:
             """(brand, caller) of a campaign the caller may see; 404 for an unknown id."""
-            from serving.db import Campaign
+            from serving.db.models import Campaign
 
             with self.sessions() as session:
                 row = session.get(Campaign, campaign_id)
@@ -797,7 +797,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
         ) -> dict[str, Any]:
             """Progress, counts per state, throughput, ETA and (unless `items=false`) every item
             with its model version, seed, attempts, compliance and assets."""
-            from serving.campaigns import progress
+            from serving.campaigns.queue import progress
 
             self._campaign(request, campaign_id, "generate")
 
@@ -811,7 +811,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
         async def cancel_campaign(self, campaign_id: str, request: Request) -> dict[str, Any]:
             """Cancel: pending items are dropped, items being drawn finish; delivered assets
             stay."""
-            from serving.campaigns import CampaignError, cancel, progress
+            from serving.campaigns.queue import CampaignError, cancel, progress
 
             _, who = self._campaign(request, campaign_id, "generate")
 
@@ -830,7 +830,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
         @api.get("/review", tags=["review"], response_class=HTMLResponse)
         async def review_page(self) -> HTMLResponse:
             """The review web page (it asks for a key with role `review`)."""
-            from serving.review import review_page, review_page_headers
+            from serving.assets.review import review_page, review_page_headers
 
             return HTMLResponse(review_page(), headers=review_page_headers())
 
@@ -839,7 +839,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
             self, request: Request, limit: int = 50, offset: int = 0
         ) -> dict[str, Any]:
             """Assets waiting for a person, oldest first, for the key's brands."""
-            from serving.review import review_queue
+            from serving.assets.review import review_queue
 
             caller = self._caller(request, "review", None)
             limit = max(1, min(limit, 200))
@@ -857,7 +857,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
             self, asset_id: str, body: ReviewRequest, request: Request
         ) -> dict[str, Any]:
             """Approve or reject (with a reason) an asset waiting for review."""
-            from serving.review import ReviewError, decide
+            from serving.assets.review import ReviewError, decide
 
             caller = self._caller(request, "review", None)
 
@@ -887,7 +887,7 @@ def ingress_deployment(config: ServeConfig) -> Any:
 
 
 def campaign_runner_deployment(config: ServeConfig) -> Any:
-    """Workers that drain the campaign queue through the generator (`serving.campaign_worker`)."""
+    """Workers that drain the campaign queue through the generator (`serving.campaigns.worker`)."""
 
     @serve.deployment(
         name="CampaignRunner",
@@ -900,9 +900,9 @@ def campaign_runner_deployment(config: ServeConfig) -> Any:
             import socket
 
             from brandforge.settings import get_settings
-            from serving.assets import AssetStore
-            from serving.campaign_worker import CampaignWorker
-            from serving.db import engine_for, init_db, session_factory
+            from serving.assets.store import AssetStore
+            from serving.campaigns.worker import CampaignWorker
+            from serving.db.models import engine_for, init_db, session_factory
 
             _apply_env(config.env)
             settings = get_settings()
@@ -960,7 +960,7 @@ def campaign_runner_deployment(config: ServeConfig) -> Any:
             return out
 
         def _context(self, model_id: str) -> Any:
-            from serving.campaign_worker import registry_context
+            from serving.campaigns.worker import registry_context
 
             if model_id not in self.contexts:
                 self.contexts[model_id] = registry_context(model_id)

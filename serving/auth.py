@@ -34,7 +34,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from serving.db import NAME_MAX, ApiKey, AuditLog, utcnow
+from serving.db.models import NAME_MAX, ApiKey, AuditLog, utcnow
 
 ROLES = ("generate", "review", "deploy", "admin")
 ADMIN = "admin"

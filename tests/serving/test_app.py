@@ -48,8 +48,8 @@ def server(
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
-    from serving.db import engine_for, init_db, session_factory
-    from serving.server import served_environment, start, stop
+    from serving.db.models import engine_for, init_db, session_factory
+    from serving.runtime import served_environment, start, stop
 
     tmp = tmp_path_factory.mktemp("serve")
     env = {
@@ -427,7 +427,7 @@ def _one_by_one(
 
 
 def test_a_restarted_server_resumes_the_rollout_where_it_was(server):
-    from serving.server import start, stop
+    from serving.runtime import start, stop
 
     url, keys, _ = server
     assert _start(url, keys["ops"], "resume", steps=[50, 100], min_requests=6).status_code == 201
@@ -578,7 +578,7 @@ def test_the_review_page_in_headless_chromium_approves_an_asset(server):
     assert len(walk.cards_after_reload) == len(walk.cards) - 2
     statuses = {}
     for asset_id in (walk.approved, walk.rejected):
-        from serving.db import Asset, engine_for, session_factory
+        from serving.db.models import Asset, engine_for, session_factory
 
         with session_factory(engine_for(None))() as session:
             statuses[asset_id] = session.get(Asset, asset_id).status
@@ -589,7 +589,7 @@ def test_a_killed_campaign_worker_loses_nothing_and_duplicates_nothing(server):
     import ray
     from sqlalchemy import func, select
 
-    from serving.db import Asset, CampaignItem, engine_for, session_factory
+    from serving.db.models import Asset, CampaignItem, engine_for, session_factory
 
     url, keys, tmp = server
     spec = {**CAMPAIGN, "variants": 3, "formats": ["png"], "max_regenerations": 0}
@@ -678,7 +678,7 @@ def test_the_campaign_cli_submits_a_file_and_follows_it(server, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from serving.cli import campaign_app
+    from serving.cli.keys import campaign_app
 
     url, keys, _ = server
     spec = tmp_path / "campaign.yaml"

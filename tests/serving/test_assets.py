@@ -1,4 +1,4 @@
-"""The asset store, retention and `brandforge assets` (serving.assets, serving.assets_cli).
+"""The asset store, retention and `brandforge assets` (serving.assets.store, serving.cli.assets).
 
 Every store behaviour runs twice: on a local folder and on S3, a real S3 HTTP API served by
 moto on loopback (started once for the module), so the production path is exercised through
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from brandforge.settings import Settings, get_settings
-from serving.assets import (
+from serving.assets.store import (
     PURGE_BATCH,
     AssetMissing,
     AssetStore,
@@ -34,8 +34,8 @@ from serving.assets import (
     expiry_for,
     purge_expired,
 )
-from serving.assets_cli import assets_app
-from serving.db import (
+from serving.cli.assets import assets_app
+from serving.db.models import (
     Asset,
     AuditLog,
     engine_for,

@@ -1,4 +1,4 @@
-"""API keys, roles, brands and the audit log (serving.auth, serving.db, `brandforge keys`).
+"""API keys, roles, brands and the audit log (serving.auth, serving.db.models, `brandforge keys`).
 
 Every database test runs twice: on an SQLite file and on a throwaway PostgreSQL database
 (DESIGN.md, decision 2: tests exercise the production backend against a real server).
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from serving import auth
 from serving.auth import AuthError, Forbidden, Principal
-from serving.db import ApiKey, Asset, AuditLog, database_url, engine_for, init_db, session_factory
+from serving.db.models import ApiKey, Asset, AuditLog, database_url, engine_for, init_db, session_factory
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     `test_keys_entry_point_is_installed` reports the stale install.
     """
     import brandforge.cli
-    from serving.cli import keys_app
+    from serving.cli.keys import keys_app
 
     monkeypatch.setattr("getpass.getuser", lambda: "alice")
     app = brandforge.cli.app
@@ -339,14 +339,14 @@ def test_database_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_keys_entry_point_is_installed() -> None:
     names = {ep.name: ep.value for ep in entry_points(group="brandforge.commands")}
-    assert names.get("keys") == "serving.cli:keys_app", (
+    assert names.get("keys") == "serving.cli.keys:keys_app", (
         "the `keys` sub-command is not in the installed package metadata: "
         "run `.venv/bin/pip install -e .` to refresh it from pyproject.toml"
     )
 
 
 def test_roles_help_matches_auth() -> None:
-    from serving.cli import ROLES_HELP
+    from serving.cli.keys import ROLES_HELP
 
     assert ROLES_HELP == ", ".join(auth.ROLES)
 

@@ -12,9 +12,9 @@ from PIL import Image
 from sqlalchemy import select
 
 from brandforge.brandkit import BrandKit
-from serving.campaign_worker import BrandContext, CampaignWorker, run_until_idle
-from serving.campaigns import CampaignSpec, progress, ratio_size, submit
-from serving.db import Asset, CampaignItem, engine_for, init_db, session_factory
+from serving.campaigns.worker import BrandContext, CampaignWorker, run_until_idle
+from serving.campaigns.queue import CampaignSpec, progress, ratio_size, submit
+from serving.db.models import Asset, CampaignItem, engine_for, init_db, session_factory
 from serving.generator import Engine, ImageJob, group
 
 KIT = Path(__file__).parents[1] / "evaluation/data/acme.yaml"
@@ -81,7 +81,7 @@ def strict_kit() -> BrandKit:
 
 
 def _campaign(tmp_path: Path, served_registry, spec: dict, kit: BrandKit, engine: Engine):
-    from serving.assets import AssetStore
+    from serving.assets.store import AssetStore
 
     db = engine_for(f"sqlite:///{tmp_path / 'serving.db'}")
     init_db(db)
@@ -114,7 +114,7 @@ def test_a_campaign_is_drawn_composed_encoded_and_delivered(tmp_path, served_reg
     import cairosvg
     import pillow_heif
 
-    from serving.provenance import DIGITAL_SOURCE_TYPE, read_provenance
+    from serving.delivery.manifest import DIGITAL_SOURCE_TYPE, read_provenance
 
     pillow_heif.register_heif_opener()
     spec = {

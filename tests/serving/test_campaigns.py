@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.campaigns import (
+from serving.campaigns.queue import (
     MAX_ITEMS,
     CampaignError,
     CampaignSpec,
@@ -24,7 +24,7 @@ from serving.campaigns import (
     ratio_size,
     submit,
 )
-from serving.db import Asset, AuditLog, CampaignItem, engine_for, init_db, session_factory, utcnow
+from serving.db.models import Asset, AuditLog, CampaignItem, engine_for, init_db, session_factory, utcnow
 from tests.serving.test_auth import pg_url  # noqa: F401  (fixture)
 
 SPEC = {
@@ -108,7 +108,7 @@ def test_a_bad_campaign_says_which_field_is_wrong(change: dict, words: str) -> N
 
 
 def test_a_loop_is_as_long_as_asked() -> None:
-    from serving.campaigns import MotionSpec
+    from serving.campaigns.queue import MotionSpec
 
     assert MotionSpec().frame_count == 8
     assert MotionSpec(fps=12, duration_s=2).frame_count == 24

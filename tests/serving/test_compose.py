@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from brandforge.brandkit import Box, BrandKit, load_brand_kit
 from evaluation.compliance import compliance_report
 from evaluation.marks import logo_placement, region_contrast
-from serving.compose import (
+from serving.delivery.compose import (
     BrandAssetError,
     compose,
     fit_background,
@@ -290,7 +290,7 @@ def test_a_long_headline_is_shrunk_and_wrapped_and_cut_only_at_the_minimum_size(
     assert short.layout["headline"]["size_px"] == largest
 
     longer = "Summer sale: forty percent off every teal thing in the store"
-    caplog.set_level(logging.WARNING, logger="serving.compose")
+    caplog.set_level(logging.WARNING, logger="serving.delivery.compose")
     wrapped = compose(
         background("dark", size),
         kit,

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from brandforge.params import Params, parse_params
-from serving.assets import AssetStore, asset_key
-from serving.db import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
-from serving.feedback import NEGATIVES_DIR, export_feedback, feedback_command
+from serving.assets.store import AssetStore, asset_key
+from serving.db.models import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
+from serving.assets.feedback import NEGATIVES_DIR, export_feedback, feedback_command
 from training import demo_brand, prepare
 
 BRAND = "acme"
@@ -305,7 +305,7 @@ def test_since_and_approved_only(world: World):
 
 
 def test_refuses_a_folder_that_is_not_a_brand(world: World):
-    from serving.feedback import FeedbackError
+    from serving.assets.feedback import FeedbackError
 
     with world.sessions() as session, pytest.raises(FeedbackError, match="no brand.yaml"):
         export_feedback(session, world.store, brand=BRAND, brand_dir=world.root / "nowhere")

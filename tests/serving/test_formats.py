@@ -14,7 +14,7 @@ import pillow_heif
 import pytest
 from PIL import Image, ImageDraw
 
-from serving.formats import (
+from serving.delivery.formats import (
     EXTENSIONS,
     MEDIA_TYPES,
     MOTION_FORMATS,
@@ -25,7 +25,7 @@ from serving.formats import (
     sniff_format,
     vectorise,
 )
-from serving.provenance import build_manifest, manifest_xmp, read_manifest
+from serving.delivery.manifest import build_manifest, manifest_xmp, read_manifest
 from tests.serving.test_provenance import natural_image
 
 MANIFEST = build_manifest(

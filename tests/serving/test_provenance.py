@@ -18,8 +18,8 @@ import typer
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from serving.formats import encode_motion, encode_still
-from serving.provenance import (
+from serving.delivery.formats import encode_motion, encode_still
+from serving.delivery.manifest import (
     DIGITAL_SOURCE_TYPE,
     WATERMARK_BITS,
     WATERMARK_MIN_SIDE,
@@ -232,7 +232,7 @@ def test_another_assets_mark_is_told_apart():
 
 def test_too_small_images_are_left_unmarked_with_a_warning(caplog):
     small = natural_image(WATERMARK_MIN_SIDE - 16, 200)
-    with caplog.at_level(logging.WARNING, logger="serving.provenance"):
+    with caplog.at_level(logging.WARNING, logger="serving.delivery.manifest"):
         out = embed_watermark(small, watermark_payload(ASSET_ID))
     assert np.array_equal(np.asarray(out), np.asarray(small))
     assert "too small to watermark" in caplog.text

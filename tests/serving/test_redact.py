@@ -1,4 +1,4 @@
-"""Personal data redaction in prompts (serving.redact): what must go, and what must stay."""
+"""Personal data redaction in prompts (serving.delivery.redact): what must go, and what must stay."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serving.redact import KINDS, RedactFilter, iban_ok, luhn_ok, redact, redactions
+from serving.delivery.redact import KINDS, RedactFilter, iban_ok, luhn_ok, redact, redactions
 
 # (prompt, redacted): each kind in the formats people write it, inside a sentence.
 POSITIVES = [

@@ -1,7 +1,7 @@
 """Human review: the queue and decisions on a real SQLite database, and the review page driven
 in headless Chromium against a real HTTP server.
 
-The server here is a small FastAPI app wired to `serving.review` the way the HTTP contract in its
+The server here is a small FastAPI app wired to `serving.assets.review` the way the HTTP contract in its
 docstring says, with real API keys (`serving.auth`) and the real asset store. `drive_review_page`
 holds the browser steps, so the same walk can be pointed at the Ray Serve app.
 """
@@ -31,10 +31,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.assets import AssetStore, asset_key
+from serving.assets.store import AssetStore, asset_key
 from serving.auth import AccessError, Principal, create_key, require_principal
-from serving.db import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
-from serving.review import (
+from serving.db.models import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
+from serving.assets.review import (
     DecisionRequest,
     ReviewError,
     decide,
@@ -299,7 +299,7 @@ def test_page_is_self_contained_and_its_csp_allows_exactly_its_inline_code():
 
 
 def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
-    """A FastAPI app exposing the review contract (serving.review's docstring) with real keys.
+    """A FastAPI app exposing the review contract (serving.assets.review's docstring) with real keys.
 
     (FastAPI resolves the handlers' annotations by name in this module's globals, hence its
     imports at the top.)"""

@@ -1,4 +1,4 @@
-"""Canary rollouts (serving.rollout): the sticky split, the step analysis, and the controller
+"""Canary rollouts (serving.rollout.controller): the sticky split, the step analysis, and the controller
 against a real MLflow registry and the serving database, on SQLite and on PostgreSQL.
 
 The controller tests own a brand (`brandforge-rollout`, registered once for this module on the
@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from brandforge.params import RolloutParams
 from registry import core
-from serving.db import AuditLog, RequestLog, Rollout, engine_for, init_db, session_factory, utcnow
-from serving.rollout import RolloutController, RolloutError, analyse, assign_variant
+from serving.db.models import AuditLog, RequestLog, Rollout, engine_for, init_db, session_factory, utcnow
+from serving.rollout.controller import RolloutController, RolloutError, analyse, assign_variant
 from tests.registry.test_registry import REJECTED, Project
 from tests.serving.test_auth import pg_url  # noqa: F401  (fixture)
 

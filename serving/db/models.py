@@ -341,7 +341,7 @@ class AssetEvent(Base):
 
 
 # --------------------------------------------------------------------------------------------
-# Campaigns (batch generation jobs, `serving.campaigns`)
+# Campaigns (batch generation jobs, `serving.campaigns.queue`)
 # --------------------------------------------------------------------------------------------
 
 CAMPAIGN_STATES = ("queued", "running", "done", "cancelled", "failed")
@@ -448,7 +448,7 @@ ROLLOUT_DECISIONS = ("start", "pass", "fail", "promote", "rollback", "abort")
 
 
 class Rollout(Base):
-    """One canary rollout of a brand's model version (`serving.rollout`).
+    """One canary rollout of a brand's model version (`serving.rollout.controller`).
 
     `steps` are the canary's traffic percentages (e.g. `[5, 25, 50, 100]`); `step_index` is the
     step in force since `step_started_at`. `mode` is `live` (the canary answers its share of

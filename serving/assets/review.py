@@ -3,7 +3,7 @@
 An asset that fails its brand's compliance check after the retries, or belongs to a brand that
 requires human review, is stored with `status="review"` and delivered to nobody until a person
 decides. Approved assets become deliverable and, through `brandforge data feedback`
-(`serving.feedback`), training images of the brand's next adapter; rejected ones become its
+(`serving.assets.feedback`), training images of the brand's next adapter; rejected ones become its
 negative examples. So a decision is recorded with who, when and why, and audited.
 
 This module has no web framework in it: `serving.app` maps these functions onto HTTP. The
@@ -38,14 +38,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from serving.auth import ALL_BRANDS, audit
-from serving.db import Asset, utcnow
+from serving.db.models import Asset, utcnow
 
 REVIEW = "review"
 APPROVED = "approved"
 REJECTED = "rejected"
 REASON_MAX = 500
 QUEUE_LIMIT_MAX = 200
-# Asset ids are URL-safe tokens (`serving.db.new_asset_id`); anything else names no asset.
+# Asset ids are URL-safe tokens (`serving.db.models.new_asset_id`); anything else names no asset.
 _ASSET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

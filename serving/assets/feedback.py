@@ -1,7 +1,7 @@
 """The loop from production back to training: reviewed assets into the brand's dataset.
 
 `brandforge data feedback --brand acme` exports what people decided in review
-(`serving.review`):
+(`serving.assets.review`):
 
 - **approved** assets become training images of the brand:
   `<data_dir>/<brand>/images/feedback-<asset_id>.png`, each with a `metadata.jsonl` line
@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.db import Asset
+from serving.db.models import Asset
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _decode(data: bytes) -> Image.Image:
-    if data[4:8] == b"ftyp":  # HEIC (`serving.formats` writes it with pillow-heif)
+    if data[4:8] == b"ftyp":  # HEIC (`serving.delivery.formats` writes it with pillow-heif)
         import pillow_heif
 
         pillow_heif.register_heif_opener()
@@ -403,10 +403,10 @@ def feedback_command(
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from brandforge.params import ParamsError
-    from serving.assets import AssetStore
+    from serving.assets.store import AssetStore
     from serving.auth import BRAND_PATTERN, audit
-    from serving.cli import cli_actor
-    from serving.db import engine_for, init_db, session_factory
+    from serving.cli.keys import cli_actor
+    from serving.db.models import engine_for, init_db, session_factory
 
     if not BRAND_PATTERN.match(brand):
         raise _fail(

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from serving.db import Campaign, CampaignItem, utcnow
+from serving.db.models import Campaign, CampaignItem, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def submit(
     """Write a campaign and its items (pending); returns (campaign, created). `canary` is
     (version, rollout id, weight %) during a live rollout. With an `idempotency_key` already used
     by this actor for this brand, the existing campaign is returned and nothing is written."""
-    from serving.rollout import assign_variant
+    from serving.rollout.controller import assign_variant
 
     if spec.idempotency_key:
         existing = session.scalars(

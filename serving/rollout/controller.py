@@ -49,7 +49,7 @@ from brandforge.params import RolloutParams, format_validation_errors
 from brandforge.tracking import registered_model_name
 from registry.core import RegistryError, alias_version, client, promote, record
 from serving.auth import audit
-from serving.db import (
+from serving.db.models import (
     ROLLOUT_MODES,
     VARIANTS,
     RequestLog,

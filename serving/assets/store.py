@@ -397,7 +397,7 @@ def purge_expired(
     from sqlalchemy import select
 
     from serving.auth import audit
-    from serving.db import Asset, utcnow
+    from serving.db.models import Asset, utcnow
 
     now = now or utcnow()
     if now.tzinfo is None or now.utcoffset() is None:
@@ -514,7 +514,7 @@ def asset_stats(session: Session, store: AssetStore | None = None) -> AssetStats
     """
     from sqlalchemy import func, select
 
-    from serving.db import Asset
+    from serving.db.models import Asset
 
     if store is None:
         query = (

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serving.db import AssetEvent
+from serving.db.models import AssetEvent
 
 
 def click_through(

@@ -1,5 +1,5 @@
 """Encoding delivered assets: stills (PNG, JPEG, WebP, HEIC, SVG) and motion (GIF, MP4), each
-carrying the asset's provenance manifest (an XMP packet, `serving.provenance.manifest_xmp`)
+carrying the asset's provenance manifest (an XMP packet, `serving.delivery.manifest.manifest_xmp`)
 where that format keeps metadata, and reading it back.
 
 Where the XMP goes, per format (and where `extract_xmp` finds it):

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from serving.cli import DbOpt, cli_actor
+from serving.cli.keys import DbOpt, cli_actor
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from serving.assets import AssetStore
+    from serving.assets.store import AssetStore
 
 assets_app = typer.Typer(
     help="Generated asset files: delete those past their brand's retention, show what is stored.",
@@ -49,7 +49,7 @@ def _session(db: str | None) -> Iterator[Session]:
     """
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from serving.db import database_url, engine_for, init_db, session_factory
+    from serving.db.models import database_url, engine_for, init_db, session_factory
 
     try:
         engine = engine_for(db)
@@ -76,7 +76,7 @@ def _store(url: str | None) -> AssetStore:
     from pydantic import ValidationError
 
     from brandforge.settings import get_settings
-    from serving.assets import AssetStore
+    from serving.assets.store import AssetStore
 
     try:
         settings = get_settings()
@@ -131,7 +131,7 @@ def purge_command(
     Safe to interrupt and rerun: progress is committed in batches.
     A file already gone counts as missing. Each real run writes an audit row with the counts.
     """
-    from serving.assets import purge_expired
+    from serving.assets.store import purge_expired
 
     asset_store = _store(store)
     with _session(db) as session:
@@ -181,7 +181,7 @@ def stats_command(
     ] = True,
 ) -> None:
     """Assets per brand and status: how many, and the bytes their files take."""
-    from serving.assets import asset_stats
+    from serving.assets.store import asset_stats
 
     asset_store = _store(store) if files else None
     with _session(db) as session:

@@ -57,7 +57,7 @@ def _session(db: str | None) -> Iterator[Session]:
     """
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from serving.db import database_url, engine_for, init_db, session_factory
+    from serving.db.models import database_url, engine_for, init_db, session_factory
 
     try:
         engine = engine_for(db)
@@ -257,11 +257,11 @@ def serve_command(
     start unless --dev. Stops cleanly on Ctrl-C or SIGTERM.
     """
     from serving.app import ServeConfig
-    from serving.server import run_forever, served_environment
+    from serving.runtime import run_forever, served_environment
 
     if not dev:
         from serving.auth import has_any_key
-        from serving.db import engine_for, init_db, session_factory
+        from serving.db.models import engine_for, init_db, session_factory
 
         engine = engine_for(None)
         init_db(engine)
@@ -429,7 +429,7 @@ def campaign_submit(
     from pydantic import ValidationError
 
     from brandforge.params import format_validation_errors
-    from serving.campaigns import CampaignSpec
+    from serving.campaigns.queue import CampaignSpec
 
     if not spec_file.is_file():
         typer.secho(f"campaign: {spec_file}: no such file", fg=typer.colors.RED, err=True)

@@ -2,12 +2,12 @@
 
 One `CampaignWorker.run_once()` claims a handful of items (`serving.campaigns.claim`), renders
 their backgrounds in one call to the generator (so they batch like live traffic), fits each to
-its channel's size and composes the brand's logo and texts on top (`serving.compose`), scores
+its channel's size and composes the brand's logo and texts on top (`serving.delivery.compose`), scores
 the composed asset with the evaluation package's compliance report, and draws again with a new
 seed for the items that failed, up to the campaign's `max_regenerations`; an item that still
 fails goes to human review instead of being delivered. Every output is watermarked and carries
-its provenance manifest (`serving.provenance`), is encoded in each requested format
-(`serving.formats`) and stored in the asset store; its Asset rows and the item's result are
+its provenance manifest (`serving.delivery.manifest`), is encoded in each requested format
+(`serving.delivery.formats`) and stored in the asset store; its Asset rows and the item's result are
 committed together, and only while the worker still holds the item's lease.
 
 The worker has no Ray in it: `render` and `render_loop` are callables (the Ray app passes the
@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.campaigns import CampaignSpec, claim, fill, finish, item_seed, ratio_size, release
-from serving.db import Asset, Campaign, CampaignItem, new_asset_id, utcnow
+from serving.campaigns.queue import CampaignSpec, claim, fill, finish, item_seed, ratio_size, release
+from serving.db.models import Asset, Campaign, CampaignItem, new_asset_id, utcnow
 from serving.generator import ImageJob, Rendered
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class _Work:
     attempt: int = 0
     seed: int = 0
     background: Image.Image | None = None
-    composed: Any = None  # serving.compose.Composition
+    composed: Any = None  # serving.delivery.compose.Composition
     report: dict[str, Any] | None = None
     passed: bool = False
     files: list[str] = field(default_factory=list)
@@ -212,7 +212,7 @@ class CampaignWorker:
         w.passed = bool(report["passed"])
 
     def _renew(self, w: _Work) -> None:
-        from serving.campaigns import renew
+        from serving.campaigns.queue import renew
 
         with self.sessions() as session:
             renew(session, w.item.id, owner=self.owner, lease_s=self.lease_s)
@@ -220,15 +220,15 @@ class CampaignWorker:
     # -- delivering ----------------------------------------------------------------------------
 
     def _deliver(self, w: _Work) -> None:
-        from serving.assets import asset_key, expiry_for
-        from serving.formats import EXTENSIONS, encode_motion, encode_still
-        from serving.provenance import (
+        from serving.assets.store import asset_key, expiry_for
+        from serving.delivery.formats import EXTENSIONS, encode_motion, encode_still
+        from serving.delivery.manifest import (
             build_manifest,
             embed_watermark,
             manifest_xmp,
             watermark_payload,
         )
-        from serving.redact import redact
+        from serving.delivery.redact import redact
 
         self._renew(w)  # encoding (SVG, motion) can take a while
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
@@ -349,8 +349,8 @@ class _Plain:
 
 def _compose(w: _Work, ctx: BrandContext, drawn: Image.Image) -> Any:
     """The item's asset: the drawn image fitted to the channel's size, with the brand's logo and
-    texts composed on top (`serving.compose`)."""
-    from serving.compose import compose, fit_background
+    texts composed on top (`serving.delivery.compose`)."""
+    from serving.delivery.compose import compose, fit_background
 
     background = fit_background(drawn, (w.item.width, w.item.height))
     if ctx.kit is None:

@@ -1,0 +1,1 @@
+"""BrandForge serving: db."""

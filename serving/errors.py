@@ -1,0 +1,36 @@
+"""Domain errors of the serving tier.
+
+Domain code (catalog, rollouts, campaigns, review, assets) raises these and knows nothing of
+HTTP; `serving.api.errors` maps each kind to a status code once, at the edge. Anything that is
+not a `DomainError` is a bug: the API answers 500 with a request id and logs the traceback.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request the domain refuses, with a message a client can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    """The object does not exist (or the caller may not know that it does)."""
+
+
+class Conflict(DomainError):
+    """The object is not in a state that allows this (no champion, a rollout already running)."""
+
+
+class Invalid(DomainError):
+    """The request is well-formed but its content breaks a rule (a limit, a template)."""
+
+
+class Gone(DomainError):
+    """The object existed and was deleted (retention, erasure) or its file is lost."""
+
+
+class Unavailable(DomainError):
+    """A dependency failed (a model that cannot be loaded, a registry that does not answer)."""
