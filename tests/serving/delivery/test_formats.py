@@ -26,7 +26,7 @@ from serving.delivery.formats import (
     vectorise,
 )
 from serving.delivery.manifest import build_manifest, manifest_xmp, read_manifest
-from tests.serving.test_provenance import natural_image
+from tests.serving.delivery.test_provenance import natural_image
 
 MANIFEST = build_manifest(
     asset_id="7d0c1f0e5b1a4d2c9f3e8a6b4c2d0e1f",

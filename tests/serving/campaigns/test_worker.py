@@ -17,7 +17,7 @@ from serving.campaigns.queue import CampaignSpec, progress, ratio_size, submit
 from serving.db.models import Asset, CampaignItem, engine_for, init_db, session_factory
 from serving.generator import Engine, ImageJob, group
 
-KIT = Path(__file__).parents[1] / "evaluation/data/acme.yaml"
+KIT = Path(__file__).parents[2] / "evaluation/data/acme.yaml"
 FORMATS = ["png", "jpeg", "webp", "heic", "svg"]
 
 
