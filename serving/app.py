@@ -544,12 +544,8 @@ def ingress_deployment(config: ServeConfig) -> Any:
             from serving.assets.store import asset_key, expiry_for
             from serving.db.models import Asset, new_asset_id, utcnow
             from serving.delivery.formats import EXTENSIONS, encode_still
-            from serving.delivery.manifest import (
-                build_manifest,
-                embed_watermark,
-                manifest_xmp,
-                watermark_payload,
-            )
+            from serving.delivery.manifest import build_manifest, manifest_xmp
+            from serving.delivery.watermark import embed_watermark, watermark_payload
             from serving.delivery.redact import redact
 
             out = []

@@ -222,12 +222,8 @@ class CampaignWorker:
     def _deliver(self, w: _Work) -> None:
         from serving.assets.store import asset_key, expiry_for
         from serving.delivery.formats import EXTENSIONS, encode_motion, encode_still
-        from serving.delivery.manifest import (
-            build_manifest,
-            embed_watermark,
-            manifest_xmp,
-            watermark_payload,
-        )
+        from serving.delivery.manifest import build_manifest, manifest_xmp
+        from serving.delivery.watermark import embed_watermark, watermark_payload
         from serving.delivery.redact import redact
 
         self._renew(w)  # encoding (SVG, motion) can take a while

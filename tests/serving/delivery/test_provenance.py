@@ -18,19 +18,21 @@ import typer
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
+from serving.cli.provenance import provenance_command
 from serving.delivery.formats import encode_motion, encode_still
 from serving.delivery.manifest import (
     DIGITAL_SOURCE_TYPE,
-    WATERMARK_BITS,
-    WATERMARK_MIN_SIDE,
     build_manifest,
-    crc16,
-    embed_watermark,
     manifest_xmp,
     parse_xmp,
-    provenance_command,
     read_manifest,
     read_provenance,
+)
+from serving.delivery.watermark import (
+    WATERMARK_BITS,
+    WATERMARK_MIN_SIDE,
+    crc16,
+    embed_watermark,
     read_watermark,
     watermark_payload,
 )
@@ -148,6 +150,30 @@ def test_payload_is_64_bits_with_a_checking_crc_and_depends_on_the_asset():
     assert crc16(b"123456789") == 0x29B1  # CRC-16/CCITT-FALSE check value
 
 
+# What the hand-written bitwise CRC-16/CCITT-FALSE loop (polynomial 0x1021, init 0xFFFF) that
+# `binascii.crc_hqx` replaced gave for these inputs, and the payloads it made: every watermark
+# already delivered carries such a payload, so the values must not change.
+OLD_CRC16 = {
+    b"": 0xFFFF,
+    b"\x00" * 6: 0x0E10,
+    b"\xff" * 6: 0x99CF,
+    b"brandforge": 0x4AEB,
+    bytes(range(256)): 0x3FBD,
+}
+OLD_PAYLOADS = {
+    ASSET_ID: "735fc098d5af394c",
+    "a": "ca978112ca1bab36",
+    "asset-1": "1c49a083a74e03fc",
+}
+
+
+def test_crc16_gives_the_values_of_the_hand_written_implementation_it_replaced():
+    for data, expected in OLD_CRC16.items():
+        assert crc16(data) == expected, data
+    for asset_id, payload in OLD_PAYLOADS.items():
+        assert watermark_payload(asset_id).hex() == payload
+
+
 def test_payload_without_its_crc_is_refused():
     with pytest.raises(ValueError, match="watermark_payload"):
         embed_watermark(natural_image(128, 128), b"\x00" * 8)
@@ -232,7 +258,7 @@ def test_another_assets_mark_is_told_apart():
 
 def test_too_small_images_are_left_unmarked_with_a_warning(caplog):
     small = natural_image(WATERMARK_MIN_SIDE - 16, 200)
-    with caplog.at_level(logging.WARNING, logger="serving.delivery.manifest"):
+    with caplog.at_level(logging.WARNING, logger="serving.delivery.watermark"):
         out = embed_watermark(small, watermark_payload(ASSET_ID))
     assert np.array_equal(np.asarray(out), np.asarray(small))
     assert "too small to watermark" in caplog.text
