@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -9,6 +11,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LABELS = ("brand", "version", "variant")
 
@@ -66,5 +70,25 @@ class Metrics:
     def compliance(self, labels: dict[str, str], score: float) -> None:
         self.compliance_score.labels(**labels).observe(score)
 
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self, brands: Iterable[str] | None = None) -> tuple[bytes, str]:
+        """The exposition text; with `brands`, only the series labelled with one of them
+        (a brand's key sees its own brands' series, never another brand's)."""
+        if brands is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        view = CollectorRegistry()
+        view.register(_BrandFilter(self.registry, frozenset(brands)))
+        return generate_latest(view), CONTENT_TYPE_LATEST
+
+
+class _BrandFilter(Collector):
+    """The metrics of `source`, keeping only samples whose `brand` label is in `brands`."""
+
+    def __init__(self, source: CollectorRegistry, brands: frozenset[str]) -> None:
+        self.source = source
+        self.brands = brands
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [s for s in family.samples if s.labels.get("brand") in self.brands]
+            yield kept

@@ -1,0 +1,94 @@
+"""Batch campaigns: submit, progress, cancel (role `generate` for the campaign's brand)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from serving.api.deps import CallerDep, ServicesDep
+from serving.api.docs import errors
+from serving.auth import Principal, audit
+from serving.campaigns.queue import cancel, progress, submit
+from serving.campaigns.spec import CampaignSpec
+from serving.catalog import model_name
+from serving.db.models import Campaign
+from serving.errors import NotFound
+
+router = APIRouter(tags=["campaigns"])
+CampaignId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+@router.post("/v1/campaigns", status_code=202, responses=errors(401, 403, 404, 409, 413, 422))
+def submit_campaign(body: CampaignSpec, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+    """Queue a campaign: the template expanded over its variables, per aspect ratio and
+    variant. The model versions are pinned now (the champion; during a live rollout the
+    canary for the rollout's share of the items). Returns at once."""
+    caller.require("generate", body.brand)
+    champion = services.catalog.champion(body.brand)
+    rollout = services.rollouts.current(body.brand)
+    canary = None
+    if rollout is not None and rollout.mode == "live":
+        canary = (rollout.canary_version, rollout.id, services.rollouts.weight(rollout))
+    base_seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
+    with services.sessions() as session:
+        campaign, created = submit(
+            session,
+            body,
+            model_name=model_name(body.brand),
+            champion_version=champion,
+            canary=canary,
+            actor=caller.name,
+            base_seed=base_seed,
+        )
+        if created:
+            audit(
+                session,
+                caller.name,
+                "campaign.submit",
+                body.brand,
+                campaign_id=campaign.id,
+                items=body.item_count(),
+            )
+        session.commit()
+        state = progress(session, campaign.id, items=False)
+    return {**state, "created": created, "status_url": f"/v1/campaigns/{campaign.id}"}
+
+
+@router.get("/v1/campaigns/{campaign_id}", responses=errors(401, 403, 404, 422))
+def campaign_state(
+    campaign_id: CampaignId,
+    services: ServicesDep,
+    caller: CallerDep,
+    items: Annotated[bool, Query(description="List every item (false: counts only)")] = True,
+) -> dict[str, Any]:
+    """Progress, counts per state, throughput, ETA and (unless `items=false`) every item
+    with its model version, seed, attempts, compliance and assets."""
+    _campaign_brand(services, caller, campaign_id)
+    with services.sessions() as session:
+        return progress(session, campaign_id, items=items)
+
+
+@router.delete("/v1/campaigns/{campaign_id}", responses=errors(401, 403, 404, 409, 422))
+def cancel_campaign(
+    campaign_id: CampaignId, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Cancel: pending items are dropped, items being drawn finish; delivered assets stay."""
+    _campaign_brand(services, caller, campaign_id)
+    with services.sessions() as session:
+        cancel(session, campaign_id, actor=caller.name)
+        return progress(session, campaign_id, items=False)
+
+
+def _campaign_brand(services: Any, caller: Principal, campaign_id: str) -> str:
+    """The brand of a campaign the caller may see (role first, so the 404 tells nothing to a
+    key without the role; brand after the lookup)."""
+    caller.require("generate")
+    with services.sessions() as session:
+        row = session.get(Campaign, campaign_id)
+        brand = None if row is None else row.brand
+    if brand is None:
+        raise NotFound(f"no campaign {campaign_id!r}")
+    caller.require("generate", brand)
+    return brand

@@ -1,0 +1,106 @@
+"""Request and response models of the HTTP API.
+
+Requests are strict (`extra="forbid"`, no coercion: `"32"` is not a width and `true` is not a
+count), every field is bounded and floats are finite, so no client input reaches the engine or
+the database unchecked. Brand names are `brandforge.names.Brand` everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from brandforge.names import Brand
+from serving.text import OptionalText, Prompt, short_text
+
+SEED_LIMIT = 2**63  # torch seeds are 64-bit; seed + n - 1 must stay below
+MAX_SIDE = 2048  # absolute bound; each version has its own, smaller limit (422 naming it)
+Reason = short_text(500)
+
+__all__ = [
+    "AbortRequest",
+    "Brand",
+    "ErrorBody",
+    "EventsRequest",
+    "GenerateRequest",
+    "ReviewRequest",
+    "RolloutRequest",
+]
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong, and the request id to quote in a support request."""
+
+    detail: str | list[dict[str, object]]
+    request_id: str | None = None
+
+
+class GenerateRequest(BaseModel):
+    model_config = _STRICT
+
+    brand: Brand
+    prompt: Prompt
+    negative_prompt: OptionalText | None = None
+    n: int = Field(1, ge=1, le=8)
+    # None: the served version's native size (recorded at registration).
+    width: int | None = Field(None, ge=16, le=MAX_SIDE, multiple_of=8)
+    height: int | None = Field(None, ge=16, le=MAX_SIDE, multiple_of=8)
+    steps: int | None = Field(None, ge=1, le=150)
+    guidance: float | None = Field(None, ge=0, le=30)
+    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT)
+    format: Literal["png", "jpeg", "webp", "heic", "svg"] = "png"
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> GenerateRequest:
+        if self.seed is not None and self.seed + self.n > SEED_LIMIT:
+            raise ValueError(
+                f"seed + n must stay below 2**63 (image i uses seed + i): seed {self.seed} with "
+                f"n {self.n} overflows"
+            )
+        return self
+
+
+class RolloutRequest(BaseModel):
+    model_config = _STRICT
+
+    brand: Brand
+    version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
+    # default: params.yaml rollout.steps; traffic percentages, increasing, ending at 100
+    steps: list[int] | None = Field(None, min_length=1, max_length=20)
+    min_requests: int | None = Field(None, ge=1, le=1_000_000)
+    min_seconds: float | None = Field(None, ge=0, le=30 * 86400)
+    mode: Literal["live", "shadow"] = "live"
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> RolloutRequest:
+        steps = self.steps or []
+        if any(not 1 <= s <= 100 for s in steps):
+            raise ValueError("steps are traffic percentages between 1 and 100")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("steps must increase strictly")
+        if steps and steps[-1] != 100:
+            raise ValueError("the last step must be 100 (the canary takes all traffic)")
+        return self
+
+
+class EventsRequest(BaseModel):
+    model_config = _STRICT
+
+    impressions: int = Field(0, ge=0, le=10_000)
+    clicks: int = Field(0, ge=0, le=10_000)
+
+
+class ReviewRequest(BaseModel):
+    model_config = _STRICT
+
+    decision: Literal["approve", "reject"]
+    reason: Reason | None = None  # type: ignore[valid-type]
+
+
+class AbortRequest(BaseModel):
+    model_config = _STRICT
+
+    reason: Reason = "aborted by API"  # type: ignore[valid-type]

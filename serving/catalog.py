@@ -1,0 +1,152 @@
+"""The catalog: which registered model serves a brand, which versions hold its aliases, and what
+a version brings with it (brand kit, logo, font, lineage, image sizes).
+
+Every part of the serving tier that turns a brand into a model goes through here, so the model
+name follows the configured prefix (`BRANDFORGE_EXPERIMENT_PREFIX`, as training and the registry
+do) and the registry's own model of base models (`<prefix>-bases`) is never a brand.
+Aliases are cached for `ttl_s`: generate asks on every request, the registry need not answer
+every time; anything that moves an alias through this server (a rollout) calls `forget`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from brandforge.names import brand_problem
+from serving.errors import Conflict, NotFound, Unavailable
+
+ALIASES = ("champion", "canary", "challenger")
+
+
+def model_name(brand: str) -> str:
+    """The registered model of `brand` under the configured prefix (`brandforge-acme`)."""
+    from brandforge.tracking import registered_model_name
+
+    return registered_model_name(brand)
+
+
+def brand_of(name: str) -> str | None:
+    """The brand a registered model name serves, or None for a model that serves no brand
+    (another prefix, the base-model store, a name no brand could have)."""
+    from brandforge.tracking import registered_model_name
+
+    prefix = registered_model_name("")
+    if not name.startswith(prefix):
+        return None
+    brand = name.removeprefix(prefix)
+    return brand if brand_problem(brand) is None else None
+
+
+def model_id(brand: str, version: str) -> str:
+    """The multiplexed model id the generator loads: `<model name>/<version>`."""
+    return f"{model_name(brand)}/{version}"
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """A version's native image size (the default) and the largest side a request may ask for."""
+
+    native: int
+    max_side: int
+
+
+class Catalog:
+    """Brand → model → versions, with a short-lived alias cache and a per-version context cache.
+
+    `context_for` is injected (tests and the campaign worker pass their own); by default it reads
+    the registry (`serving.campaigns.worker.registry_context`).
+    """
+
+    def __init__(self, *, ttl_s: float = 2.0, context_for: Callable[[str], Any] | None = None):
+        self.ttl_s = ttl_s
+        self._context_for = context_for
+        self._aliases: dict[str, tuple[float, dict[str, str | None]]] = {}
+        self._contexts: dict[str, Any] = {}
+        self._sizes: dict[str, SizeLimits] = {}
+        self._lock = threading.Lock()
+
+    # -- brands and aliases ---------------------------------------------------------------
+
+    def brands(self) -> list[str]:
+        """Every brand with a registered model, sorted."""
+        from registry.core import client, model_names
+
+        try:
+            names = model_names(client())
+        except Exception as err:  # noqa: BLE001 (any registry failure: the caller gets a 503)
+            raise Unavailable(f"the model registry did not answer: {str(err)[:200]}") from None
+        return sorted(b for b in map(brand_of, names) if b is not None)
+
+    def aliases(self, brand: str) -> dict[str, str | None]:
+        """{"champion": v, "canary": v, "challenger": v} of a brand; NotFound for no model."""
+        from registry.core import RegistryError, client, versions
+
+        with self._lock:
+            cached = self._aliases.get(brand)
+        if cached and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        name = model_name(brand)
+        try:
+            found = versions(client(), name)
+        except RegistryError:
+            raise NotFound(f"unknown brand {brand!r}: no registered model {name}") from None
+        aliases: dict[str, str | None] = dict.fromkeys(ALIASES)
+        for v in found:
+            for a in v.aliases:
+                if a in aliases:
+                    aliases[a] = v.version
+        with self._lock:
+            self._aliases[brand] = (time.monotonic(), aliases)
+        return aliases
+
+    def champion(self, brand: str) -> str:
+        """The brand's champion version; NotFound for an unknown brand, Conflict without one."""
+        champion = self.aliases(brand)["champion"]
+        if champion is None:
+            raise Conflict(
+                f"brand {brand!r} has no champion yet: promote a version with "
+                f"`brandforge registry promote {model_name(brand)} --to champion`"
+            )
+        return champion
+
+    def forget(self, brand: str | None = None) -> None:
+        """Drop cached aliases (of one brand, or all): they moved."""
+        with self._lock:
+            if brand is None:
+                self._aliases.clear()
+            else:
+                self._aliases.pop(brand, None)
+
+    # -- versions -------------------------------------------------------------------------
+
+    def context(self, model_id: str) -> Any:
+        """The version's brand kit, logo, font and dataset hash (cached: versions are immutable)."""
+        if model_id not in self._contexts:
+            if self._context_for is not None:
+                context = self._context_for(model_id)
+            else:
+                from serving.campaigns.worker import registry_context
+
+                context = registry_context(model_id)
+            self._contexts[model_id] = context
+        return self._contexts[model_id]
+
+    def sizes(self, model_id: str) -> SizeLimits:
+        """The version's native size and largest allowed side (recorded at registration)."""
+        if model_id not in self._sizes:
+            self._sizes[model_id] = _read_sizes(model_id)
+        return self._sizes[model_id]
+
+
+def _read_sizes(model_id: str) -> SizeLimits:
+    from registry.core import client, get_version
+    from registry.limits import size_limits
+
+    name, version = model_id.rsplit("/", 1)
+    info = get_version(client(), name, version)
+    native, max_side = size_limits(info.tags)
+    return SizeLimits(native=native, max_side=max_side)
