@@ -26,9 +26,9 @@ def main() -> None:
 
     from brandforge.brandkit import load_brand_kit
     from evaluation.images import evaluate_folder, read_image
-    from evaluation.marks import find_text_regions
     from evaluation.palette import largest_off_palette_color, palette_report, subsample
     from evaluation.quality import quality_metrics
+    from evaluation.text_regions import find_text_regions
     from training.demo_brand import demo_brand_kit, draw_visual
 
     with tempfile.TemporaryDirectory() as tmp:

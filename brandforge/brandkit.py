@@ -110,7 +110,7 @@ class Box(_Strict):
     @property
     def placement(self) -> Placement:
         """The logo placement this box is in, by its centre: the centre ninth, else the nearest
-        corner (the rule evaluation.marks.logo_placement applies to a found logo)."""
+        corner (the rule evaluation.logo.logo_placement applies to a found logo)."""
         cx, cy = self.x + self.w / 2, self.y + self.h / 2
         if 1 / 3 <= cx <= 2 / 3 and 1 / 3 <= cy <= 2 / 3:
             return "center"

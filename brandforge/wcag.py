@@ -7,14 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_LUMA = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 weights, the ones WCAG uses
+from brandforge.colour import LUMA_709, srgb_to_linear
 
 
 def relative_luminance(rgb: Sequence[float] | np.ndarray) -> float | np.ndarray:
     """WCAG 2.x relative luminance (0..1) of sRGB values in 0..255; last axis of size 3."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    luminance = linear @ _LUMA
+    luminance = srgb_to_linear(rgb) @ LUMA_709
     return float(luminance) if np.ndim(luminance) == 0 else luminance
 
 

@@ -138,8 +138,9 @@ def compliance_report(
         logo: the brand's logo (RGB or RGBA array) when the kit names one; its presence is checked.
         text_boxes: where a composed asset put its text; without them text is searched for.
     """
-    from evaluation.marks import find_logo, find_text_regions, logo_placement, region_contrast
+    from evaluation.logo import find_logo, logo_placement
     from evaluation.quality import quality_violations
+    from evaluation.text_regions import find_text_regions, region_contrast
 
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

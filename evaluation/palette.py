@@ -10,17 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RGB = tuple[int, int, int]
+from brandforge.colour import SRGB_TO_XYZ, WHITE_D65, linear_to_srgb, srgb_to_linear
 
-# D65 reference white, the illuminant of sRGB.
-_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
-_SRGB_TO_XYZ = np.array(
-    [
-        [0.4124564, 0.3575761, 0.1804375],
-        [0.2126729, 0.7151522, 0.0721750],
-        [0.0193339, 0.1191920, 0.9503041],
-    ]
-)
+RGB = tuple[int, int, int]
 
 
 def hex_to_rgb(value: str) -> RGB:
@@ -30,9 +22,7 @@ def hex_to_rgb(value: str) -> RGB:
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """CIELAB (D65) of sRGB values in 0..255; any leading shape, last axis of size 3."""
-    c = np.asarray(rgb, dtype=np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ _SRGB_TO_XYZ.T / _WHITE_D65
+    xyz = srgb_to_linear(rgb) @ SRGB_TO_XYZ.T / WHITE_D65
     eps, kappa = 216 / 24389, 24389 / 27
     f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116)
     lab = np.empty_like(f)
@@ -248,10 +238,9 @@ def lab_to_srgb(lab: np.ndarray) -> RGB:
     fy = (lab[0] + 16) / 116
     f = np.array([fy + lab[1] / 500, fy, fy - lab[2] / 200])
     eps, kappa = 216 / 24389, 24389 / 27
-    xyz = np.where(f**3 > eps, f**3, (116 * f - 16) / kappa) * _WHITE_D65
-    linear = np.linalg.solve(_SRGB_TO_XYZ, xyz)
-    linear = np.clip(linear, 0, 1)
-    c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    xyz = np.where(f**3 > eps, f**3, (116 * f - 16) / kappa) * WHITE_D65
+    linear = np.clip(np.linalg.solve(SRGB_TO_XYZ, xyz), 0, 1)
+    c = linear_to_srgb(linear)
     r, g, b = (int(round(v)) for v in np.clip(c * 255, 0, 255))
     return (r, g, b)
 

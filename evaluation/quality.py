@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from brandforge.colour import LUMA_601
+
 # Smaller images carry no usable block grid or edge statistics.
 MIN_SIDE = 16
 
@@ -25,9 +27,6 @@ ANALYSIS_MAX_SIDE = 1024
 # luminance std of 18 or more and at most 99.0 % of pixels in one colour (black copy on white).
 BLANK_MAX_LUMINANCE_STD = 2.0
 BLANK_MIN_DOMINANT_SHARE = 0.998
-
-# BT.601 weights: the Y' that JPEG itself codes, so its block artefacts show undiluted by chroma.
-_LUMA_601 = np.array([0.299, 0.587, 0.114])
 
 # Edge width (see `edge_width`): the window in which an edge's contrast and steepest step are read,
 # and which edges count: at least 8 grey levels and 15 % of the image's strongest local contrast,
@@ -142,8 +141,9 @@ def _as_plane(gray: np.ndarray) -> np.ndarray:
 
 
 def luminance(image: np.ndarray) -> np.ndarray:
-    """Luma Y' (BT.601 weights on the sRGB-encoded values) in grey levels 0..255."""
-    return _check_image(image) @ _LUMA_601
+    """Luma Y' in grey levels 0..255: BT.601 weights on the sRGB-encoded values, the Y' that JPEG
+    itself codes, so its block artefacts show undiluted by chroma."""
+    return _check_image(image) @ LUMA_601
 
 
 def analysis_view(gray: np.ndarray, max_side: int = ANALYSIS_MAX_SIDE) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from brandforge.brandkit import Box, BrandKit, BrandKitError, LogoRules, TextBox, parse_ratio
-from evaluation.marks import contrast_ratio, region_contrast, relative_luminance
+from brandforge.wcag import contrast_ratio, relative_luminance
+from evaluation.text_regions import region_contrast
 
 logger = logging.getLogger(__name__)
 

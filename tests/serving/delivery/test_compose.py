@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from brandforge.brandkit import Box, BrandKit, load_brand_kit
 from evaluation.compliance import compliance_report
-from evaluation.marks import logo_placement, region_contrast
+from evaluation.logo import logo_placement
+from evaluation.text_regions import region_contrast
 from serving.delivery.compose import (
     BrandAssetError,
     compose,
