@@ -21,11 +21,7 @@ write an XMP box into MP4, hence the `comment` tag.
 Motion formats drop alpha (frames are flattened onto white). Stills keep it except JPEG (no
 alpha channel: flattened onto white) and SVG (transparent pixels are left unpainted).
 
-The SVG is a real vectorisation: the image is quantised to at most `max_colours` colours, the
-outline of each colour's regions is traced on the pixel grid into polygons (collinear runs
-merged, holes by `fill-rule="evenodd"`), and the most frequent colour becomes the backdrop. It
-renders exactly as the quantised raster at its own size and scales without blur, but the
-outlines are pixel staircases: no curve fitting.
+The SVG is a real vectorisation into flat-colour polygons (`serving.delivery.vector`).
 """
 
 from __future__ import annotations
@@ -40,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from serving.delivery.vector import NS_SVG, svg_document
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ EXTENSIONS: dict[str, str] = {
     "mp4": ".mp4",
 }
 
-NS_SVG = "http://www.w3.org/2000/svg"
+NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _GIF_XMP_APP = b"XMP DataXMP"  # application identifier (8) + authentication code (3)
 # Lets a GIF reader that knows nothing of XMP skip the raw packet as if it were sub-blocks.
 _GIF_XMP_TRAILER = b"\x01" + bytes(range(255, -1, -1)) + b"\x00"
@@ -99,6 +97,21 @@ def _flatten(image: Image.Image, background: tuple[int, int, int] = (255, 255, 2
     return canvas
 
 
+def _xmp_element(xmp: bytes) -> str:
+    """The `x:xmpmeta` element of an XMP packet (without the xpacket wrapper), checked to be
+    well-formed XML so that the SVG stays so."""
+    text = _xmp_text(xmp)
+    start, end = text.find("<x:xmpmeta"), text.rfind("</x:xmpmeta>")
+    if start < 0 or end < 0:
+        raise ValueError("XMP packet has no <x:xmpmeta> element: build it with manifest_xmp()")
+    element = text[start : end + len("</x:xmpmeta>")]
+    try:
+        ET.fromstring(element)
+    except ET.ParseError as exc:
+        raise ValueError(f"XMP packet is not well-formed XML ({exc})") from exc
+    return element
+
+
 def _xmp_text(xmp: bytes) -> str:
     try:
         return xmp.decode("utf-8")
@@ -117,13 +130,14 @@ def encode_still(
     """`image` encoded as `fmt` (one of STILL_FORMATS), with `xmp` embedded as its metadata.
 
     `quality` (1-100) applies to the lossy formats (jpeg, webp, heic); for svg the colour count
-    is vectorise()'s default.
+    is `serving.delivery.vector.vectorise`'s default.
     """
     _check_format(fmt, STILL_FORMATS, "still")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be within 1..100, got {quality}")
     if fmt == "svg":
-        return _svg_document(image, max_colours=16, xmp=xmp).encode("utf-8")
+        metadata = None if xmp is None else _xmp_element(xmp)
+        return svg_document(image, max_colours=16, metadata=metadata).encode("utf-8")
     buffer = io.BytesIO()
     if fmt == "png":
         from PIL.PngImagePlugin import PngInfo
@@ -307,203 +321,6 @@ def _encode_mp4(frames: list[Image.Image], *, fps: float, xmp: bytes | None) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# SVG vectorisation
-# --------------------------------------------------------------------------------------------
-
-
-def quantise_colours(
-    image: Image.Image, *, max_colours: int = 16, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """The image reduced to at most `max_colours` colours: (labels (H, W) int, -1 where the
-    pixel is transparent; palette (K, 3) uint8, most frequent colour first).
-
-    An image with no more colours than that keeps them exactly; otherwise k-means (k-means++
-    start, fixed `seed`) on a sample of up to 20 000 pixels picks them.
-    """
-    if not 1 <= max_colours <= 256:
-        raise ValueError(f"max_colours must be within 1..256, got {max_colours}")
-    image = _normalise(image)
-    array = np.asarray(image, dtype=np.uint8)
-    rgb = array[:, :, :3].reshape(-1, 3)
-    opaque = array[:, :, 3].reshape(-1) >= 128 if image.mode == "RGBA" else np.ones(len(rgb), bool)
-    labels = np.full(len(rgb), -1, dtype=np.int64)
-    pixels = rgb[opaque]
-    if len(pixels) == 0:
-        return labels.reshape(array.shape[:2]), np.zeros((0, 3), np.uint8)
-    wide = pixels.astype(np.int64)
-    packed = (wide[:, 0] << 16) | (wide[:, 1] << 8) | wide[:, 2]
-    distinct, inverse = np.unique(packed, return_inverse=True)
-    if len(distinct) <= max_colours:
-        palette = np.stack([distinct >> 16, (distinct >> 8) & 255, distinct & 255], 1)
-        assigned = inverse.reshape(-1)
-    else:
-        centres = _kmeans(pixels.astype(np.float32), max_colours, seed=seed)
-        assigned = _nearest(pixels.astype(np.float32), centres)
-        palette = np.clip(np.round(centres), 0, 255)
-    counts = np.bincount(assigned, minlength=len(palette))
-    order = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
-    relabel = np.full(len(palette), -1, dtype=np.int64)
-    relabel[order] = np.arange(len(order))
-    labels[opaque] = relabel[assigned]
-    return labels.reshape(array.shape[:2]), palette[order].astype(np.uint8)
-
-
-def _nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    out = np.empty(len(points), dtype=np.int64)
-    norms = (centres**2).sum(axis=1)
-    for start in range(0, len(points), 1 << 16):
-        chunk = points[start : start + (1 << 16)]
-        out[start : start + len(chunk)] = np.argmin(norms - 2 * chunk @ centres.T, axis=1)
-    return out
-
-
-def _kmeans(points: np.ndarray, k: int, *, seed: int, iterations: int = 20) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    sample = points[rng.choice(len(points), min(len(points), 20_000), replace=False)]
-    centres = [sample[rng.integers(len(sample))]]
-    nearest_sq = ((sample - centres[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):  # k-means++: far from the centres so far, proportionally to d^2
-        total = nearest_sq.sum()
-        if total == 0:
-            break
-        weights = nearest_sq.astype(np.float64)
-        centres.append(sample[rng.choice(len(sample), p=weights / weights.sum())])
-        nearest_sq = np.minimum(nearest_sq, ((sample - centres[-1]) ** 2).sum(axis=1))
-    result = np.array(centres, dtype=np.float32)
-    for _ in range(iterations):
-        assigned = _nearest(sample, result)
-        moved = result.copy()
-        for index in range(len(result)):
-            members = sample[assigned == index]
-            if len(members):
-                moved[index] = members.mean(axis=0)
-        if np.allclose(moved, result, atol=0.1):
-            break
-        result = moved
-    return result
-
-
-def _trace(mask: np.ndarray) -> list[list[tuple[int, int]]]:
-    """The outlines of the True pixels of `mask` as closed polygons on the pixel grid: corner
-    vertices (x, y), clockwise on screen around filled areas, anticlockwise around holes;
-    diagonal touches are kept apart (4-connected regions). With even-odd filling the
-    polygons cover exactly the True pixels."""
-    height, width = mask.shape
-    padded = np.pad(mask, 1)
-    inside = padded[1:-1, 1:-1]
-    stride = width + 1
-    starts, ends, directions = [], [], []
-    # direction 0: right, 1: down, 2: left, 3: up (screen coordinates, y downwards)
-    for heading, neighbour, start_offset, end_offset in (
-        (0, padded[:-2, 1:-1], (0, 0), (1, 0)),  # top edge, outside above
-        (1, padded[1:-1, 2:], (1, 0), (1, 1)),  # right edge, outside to the right
-        (2, padded[2:, 1:-1], (1, 1), (0, 1)),  # bottom edge, outside below
-        (3, padded[1:-1, :-2], (0, 1), (0, 0)),  # left edge, outside to the left
-    ):
-        ys, xs = np.nonzero(inside & ~neighbour)
-        starts.append((ys + start_offset[1]) * stride + xs + start_offset[0])
-        ends.append((ys + end_offset[1]) * stride + xs + end_offset[0])
-        directions.append(np.full(len(ys), heading))
-    start = np.concatenate(starts)
-    end = np.concatenate(ends)
-    direction = np.concatenate(directions)
-    if len(start) == 0:
-        return []
-    order = np.argsort(start, kind="stable")
-    sorted_starts = start[order]
-    first = np.searchsorted(sorted_starts, end, side="left")
-    last = np.searchsorted(sorted_starts, end, side="right")
-    successor = order[first]
-    # At a vertex two regions touch diagonally: two edges leave it. Turning right keeps each
-    # region's outline to itself.
-    saddle = np.nonzero(last - first == 2)[0]
-    second = order[first[saddle] + 1]
-    take_second = direction[second] == (direction[saddle] + 1) % 4
-    successor[saddle[take_second]] = second[take_second]
-    predecessor = np.empty_like(successor)
-    predecessor[successor] = np.arange(len(successor))
-    corner = direction != direction[predecessor]  # a polygon's corners: the direction changes
-    polygons = []
-    visited = np.zeros(len(start), dtype=bool)
-    successor_list, corner_list, start_list = successor.tolist(), corner.tolist(), start.tolist()
-    for origin in np.nonzero(corner)[0].tolist():
-        if visited[origin]:
-            continue
-        points = []
-        edge = origin
-        while not visited[edge]:
-            visited[edge] = True
-            if corner_list[edge]:
-                vertex = start_list[edge]
-                points.append((vertex % stride, vertex // stride))
-            edge = successor_list[edge]
-        polygons.append(points)
-    return polygons
-
-
-def _path_data(polygons: list[list[tuple[int, int]]]) -> str:
-    parts = []
-    for points in polygons:
-        x0, y0 = points[0]
-        commands = [f"M{x0} {y0}"]
-        previous = points[0]
-        for x, y in points[1:]:
-            commands.append(f"H{x}" if y == previous[1] else f"V{y}")
-            previous = (x, y)
-        commands.append("Z")
-        parts.append("".join(commands))
-    return "".join(parts)
-
-
-def vectorise(image: Image.Image, *, max_colours: int = 16) -> str:
-    """The image as an SVG document of at most `max_colours` flat-colour polygons (see the
-    module docstring), `viewBox` = the image's size in pixels."""
-    return _svg_document(image, max_colours=max_colours, xmp=None)
-
-
-def _svg_document(image: Image.Image, *, max_colours: int, xmp: bytes | None) -> str:
-    labels, palette = quantise_colours(image, max_colours=max_colours)
-    height, width = labels.shape
-    lines = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="{NS_SVG}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
-    ]
-    if xmp is not None:
-        lines.append(f"<metadata>{_xmp_element(xmp)}</metadata>")
-    first = 0
-    if len(palette) and not (labels < 0).any():
-        # The most frequent colour as backdrop: fewer outlines, and no hairline seams where
-        # two traced regions meet on a renderer that anti-aliases each path on its own.
-        lines.append(f'<rect width="{width}" height="{height}" fill="{_hex(palette[0])}"/>')
-        first = 1
-    for index in range(first, len(palette)):
-        data = _path_data(_trace(labels == index))
-        if data:
-            lines.append(f'<path fill="{_hex(palette[index])}" fill-rule="evenodd" d="{data}"/>')
-    lines.append("</svg>")
-    return "\n".join(lines) + "\n"
-
-
-def _hex(colour: np.ndarray) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour))
-
-
-def _xmp_element(xmp: bytes) -> str:
-    """The `x:xmpmeta` element of an XMP packet (without the xpacket wrapper), checked to be
-    well-formed XML so that the SVG stays so."""
-    text = _xmp_text(xmp)
-    start, end = text.find("<x:xmpmeta"), text.rfind("</x:xmpmeta>")
-    if start < 0 or end < 0:
-        raise ValueError("XMP packet has no <x:xmpmeta> element: build it with manifest_xmp()")
-    element = text[start : end + len("</x:xmpmeta>")]
-    try:
-        ET.fromstring(element)
-    except ET.ParseError as exc:
-        raise ValueError(f"XMP packet is not well-formed XML ({exc})") from exc
-    return element
-
-
-# --------------------------------------------------------------------------------------------
 # Reading back
 # --------------------------------------------------------------------------------------------
 
@@ -584,12 +401,9 @@ def _svg_xmp(data: bytes) -> bytes | None:
         raise ValueError(f"SVG is not well-formed XML: {exc}") from exc
     for metadata in root.iter(f"{{{NS_SVG}}}metadata"):
         for child in metadata:
-            if child.tag in ("{adobe:ns:meta/}xmpmeta", f"{{{_NS_RDF}}}RDF"):
+            if child.tag in ("{adobe:ns:meta/}xmpmeta", f"{{{NS_RDF}}}RDF"):
                 return ET.tostring(child, encoding="utf-8")
     return None
-
-
-_NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 
 
 def decode_first_frame(data: bytes) -> tuple[str, Image.Image]:

@@ -21,11 +21,10 @@ from serving.delivery.formats import (
     STILL_FORMATS,
     encode_motion,
     encode_still,
-    quantise_colours,
     sniff_format,
-    vectorise,
 )
 from serving.delivery.manifest import build_manifest, manifest_xmp, read_manifest
+from serving.delivery.vector import quantise_colours
 from tests.serving.delivery.test_provenance import natural_image
 
 MANIFEST = build_manifest(
@@ -139,27 +138,6 @@ def test_svg_is_a_vector_drawing_that_renders_as_the_quantised_image():
     assert mae(rendered, palette[labels]) < 3
     assert mae(rendered, np.asarray(image)) < 3
     assert read_manifest(data) == MANIFEST
-
-
-def test_vectorise_reduces_a_photo_to_max_colours():
-    image = natural_image(80, 64, seed=3)
-    svg = vectorise(image, max_colours=8)
-    fills = {p.get("fill") for p in ET.fromstring(svg) if p.get("fill")}
-    assert 2 <= len(fills) <= 8
-    labels, palette = quantise_colours(image, max_colours=8)
-    assert len(palette) <= 8
-    rendered = render_svg(svg.encode())
-    assert mae(rendered, palette[labels]) < 3
-    assert mae(rendered, np.asarray(image)) < 25  # 8 colours for a photo: coarse but faithful
-
-
-def test_vectorise_leaves_transparent_pixels_unpainted():
-    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
-    ImageDraw.Draw(image).ellipse([4, 4, 27, 27], fill=(200, 30, 40, 255))
-    svg = vectorise(image)
-    assert "<rect" not in svg  # no backdrop under transparency
-    rendered = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode()))).convert("RGBA")
-    assert np.array_equal(np.asarray(rendered)[..., 3] > 127, np.asarray(image)[..., 3] > 127)
 
 
 def _frames(count: int, width: int, height: int) -> list[Image.Image]:

@@ -1,4 +1,4 @@
-"""Personal data redaction in prompts (serving.delivery.redact): what must go, and what must stay."""
+"""Personal data redaction in prompts (serving.delivery.redact): what must go, what must stay."""
 
 from __future__ import annotations
 
