@@ -228,3 +228,30 @@ def group(jobs: list[ImageJob]) -> list[list[int]]:
     for i, job in enumerate(jobs):
         groups.setdefault(job.batch_key(), []).append(i)
     return list(groups.values())
+
+
+class LocalRenderer:
+    """Draws in this process: the `serving.api.services.Renderer` of tools and tests that run
+    the HTTP API without Ray. Adapters stay resident (no LRU); calls are serialised."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine()
+        self._handles: dict[str, AdapterHandle] = {}
+
+    async def render(self, jobs: list[ImageJob]) -> list[Rendered]:
+        import asyncio
+
+        return await asyncio.to_thread(self._render, jobs)
+
+    def _render(self, jobs: list[ImageJob]) -> list[Rendered]:
+        results: list[Rendered | None] = [None] * len(jobs)
+        for indices in group(jobs):
+            batch = [jobs[i] for i in indices]
+            if batch[0].model_id not in self._handles:
+                self._handles[batch[0].model_id] = self.engine.load_adapter(batch[0].model_id)
+            for i, r in zip(indices, self.engine.render(batch), strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    async def resident(self) -> dict[str, list[str]]:
+        return self.engine.resident()

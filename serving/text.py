@@ -23,11 +23,7 @@ def text_problem(value: str, *, blank_ok: bool = False) -> str | None:
     except UnicodeEncodeError:
         return "text must be valid Unicode (it holds a lone surrogate)"
     bad = next(
-        (
-            c
-            for c in value
-            if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS
-        ),
+        (c for c in value if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS),
         None,
     )
     if bad is not None:

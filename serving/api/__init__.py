@@ -1,1 +1,1 @@
-"""BrandForge serving: api."""
+"""The HTTP API: routers per resource over one `Services` object (`create_api`)."""

@@ -1,0 +1,105 @@
+"""Delivered files and their impressions and clicks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import Response
+
+from serving.api.deps import CallerDep, ServicesDep
+from serving.api.docs import errors
+from serving.api.schemas import EventsRequest
+from serving.assets.store import AssetMissing
+from serving.auth import Forbidden, Principal
+from serving.db.models import Asset, AssetEvent
+from serving.delivery.formats import MEDIA_TYPES
+from serving.errors import Conflict, Gone, NotFound
+
+router = APIRouter(tags=["generate"])
+AssetId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+DELIVERABLE = ("delivered", "approved")  # statuses a generate key may fetch and report on
+HELD = ("review", "rejected")  # visible to review and admin keys only
+
+
+@router.get(
+    "/v1/assets/{asset_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The file",
+            "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))},
+        },
+        **errors(401, 403, 404, 410, 422),
+    },
+)
+def asset(asset_id: AssetId, services: ServicesDep, caller: CallerDep) -> Response:
+    """The stored file (role `generate` or `review` for the asset's brand). An asset waiting
+    for review, or rejected, goes only to review and admin keys. Frequently fetched files come
+    from the store's bounded cache."""
+    role = "review" if caller.has_role("review") else "generate"
+    caller.require(role)
+    with services.sessions() as session:
+        row = session.get(Asset, asset_id)
+        found = None if row is None else (row.brand, row.path, row.format, row.status)
+    if found is None:
+        raise NotFound(f"no asset {asset_id!r}")
+    brand, key, fmt, status = found
+    caller.require(role, brand)
+    if status == "deleted":
+        raise Gone(f"asset {asset_id!r} was deleted (retention or erasure)")
+    _check_visible(caller, asset_id, status)
+    try:
+        data = services.store.get(key)
+    except AssetMissing:
+        raise Gone(f"asset {asset_id!r}: its file is gone") from None
+    return Response(data, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))
+
+
+def _check_visible(caller: Principal, asset_id: str, status: str) -> None:
+    """Review before delivery: held assets are for reviewers' eyes only."""
+    if status in HELD and not caller.has_role("review"):
+        what = "is waiting for review" if status == "review" else "was rejected in review"
+        raise Forbidden(
+            f"asset {asset_id!r} {what}: only keys with role 'review' may fetch it"
+            + (" until a reviewer approves it" if status == "review" else "")
+        )
+
+
+@router.post(
+    "/v1/assets/{asset_id}/events",
+    status_code=201,
+    responses=errors(401, 403, 404, 409, 410, 422),
+)
+def asset_events(
+    asset_id: AssetId, body: EventsRequest, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Record impressions and clicks of a delivered asset (for click-through rates per
+    model version in /v1/models and the rollout analysis)."""
+    caller.require("generate")
+    with services.sessions() as session:
+        row = session.get(Asset, asset_id)
+        if row is None:
+            raise NotFound(f"no asset {asset_id!r}")
+        caller.require("generate", row.brand)
+        if row.status == "deleted":
+            raise Gone(f"asset {asset_id!r} was deleted (retention or erasure)")
+        if row.status not in DELIVERABLE:
+            raise Conflict(
+                f"asset {asset_id!r} is not delivered (status {row.status!r}): events are "
+                "recorded for delivered assets only"
+            )
+        for kind, count in (("impression", body.impressions), ("click", body.clicks)):
+            if count:
+                session.add(
+                    AssetEvent(
+                        asset_id=asset_id,
+                        brand=row.brand,
+                        model_version=row.model_version,
+                        variant=row.variant,
+                        kind=kind,
+                        count=count,
+                    )
+                )
+        session.commit()
+    return {"asset_id": asset_id, "impressions": body.impressions, "clicks": body.clicks}

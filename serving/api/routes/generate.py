@@ -1,0 +1,273 @@
+"""Live generation: `POST /v1/generate`.
+
+    caller → champion (or, during a live rollout, the canary for its share of clients)
+           → the generator renders → each image is delivered (scored, marked, encoded, stored)
+           → metrics and the request log the rollout controller judges
+
+A canary that fails to render falls back to the champion, so the client gets images and the
+canary gets the failure on its record. In shadow mode the canary renders a copy of the request
+in the background and only its measurements are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from serving.api.deps import CallerDep, ServicesDep
+from serving.api.docs import errors
+from serving.api.schemas import GenerateRequest
+from serving.api.services import Services
+from serving.catalog import model_id, model_name
+from serving.delivery.deliver import deliver_live, score_image
+from serving.errors import Invalid, Unavailable
+from serving.generator import ImageJob, ModelNotFound, Rendered
+from serving.rollout.split import assign_variant
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["generate"])
+
+
+@dataclass
+class Served:
+    """Which version drew the images, and what it drew."""
+
+    variant: str
+    version: str
+    rendered: list[Rendered]
+    width: int
+    height: int
+
+
+@router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 503))
+async def generate(
+    body: GenerateRequest, request: Request, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Generate `n` images with the brand's champion (or, during a rollout, the canary for the
+    rollout's share of clients); each image is scored and stored. Without `width`/`height` the
+    served version's native size is used; each version has a largest allowed side."""
+    started = time.perf_counter()
+    caller.require("generate", body.brand)
+    champion = await asyncio.to_thread(services.catalog.champion, body.brand)
+    rollout = await asyncio.to_thread(services.rollouts.current, body.brand)
+    variant, version = "champion", champion
+    if rollout is not None and rollout.mode == "live":
+        # Sticky per client: the X-Client-Id header, else the API key's name.
+        client_id = (request.headers.get("x-client-id") or caller.name)[:128]
+        if assign_variant(client_id, rollout.id, services.rollouts.weight(rollout)) == "canary":
+            variant, version = "canary", rollout.canary_version
+    base_seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    served = await _serve(services, body, base_seed, variant, version, champion, rollout)
+    if rollout is not None and rollout.mode == "shadow":
+        _start_shadow(services, body, base_seed, rollout)
+    request_id = uuid.uuid4().hex
+    images = await asyncio.to_thread(
+        deliver_live,
+        services=services,
+        body=body,
+        rendered=served.rendered,
+        request_id=request_id,
+        model_id=model_id(body.brand, served.version),
+        variant=served.variant,
+        size=(served.width, served.height),
+    )
+    scores = [i["compliance"]["score"] for i in images if i["compliance"]["score"] is not None]
+    passed = [
+        bool(i["compliance"]["passed"]) for i in images if i["compliance"]["passed"] is not None
+    ]
+    labels = {"brand": body.brand, "version": served.version, "variant": served.variant}
+    for r in served.rendered:
+        services.metrics.batch(labels, r.batch_size)
+    for score in scores:
+        services.metrics.compliance(labels, score)
+    elapsed = time.perf_counter() - started
+    services.metrics.request(labels, "ok", elapsed)
+    await _record(
+        services,
+        body.brand,
+        served.version,
+        served.variant,
+        rollout,
+        elapsed,
+        len(images),
+        scores,
+        passed,
+    )
+    return {
+        "request_id": request_id,
+        "model": {
+            "name": model_name(body.brand),
+            "version": served.version,
+            "variant": served.variant,
+        },
+        "images": images,
+    }
+
+
+async def _serve(
+    services: Services,
+    body: GenerateRequest,
+    base_seed: int,
+    variant: str,
+    version: str,
+    champion: str,
+    rollout: Any,
+) -> Served:
+    """Render with the chosen version; a failed canary falls back to the champion."""
+    try:
+        return await _render(services, body, base_seed, variant, version, rollout)
+    except Invalid:
+        raise
+    except Exception as err:  # noqa: BLE001 (recorded; a failed canary falls back below)
+        if variant != "canary":
+            raise _failed(err) from None
+    try:
+        return await _render(services, body, base_seed, "champion", champion, rollout)
+    except Invalid:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _failed(err) from None
+
+
+def _size(services: Services, body: GenerateRequest, mid: str) -> tuple[int, int]:
+    """The request's size for this version: its native size by default, never above its
+    largest allowed side."""
+    limits = services.catalog.sizes(mid)
+    width, height = body.width or limits.native, body.height or limits.native
+    for field, value in (("width", width), ("height", height)):
+        if value > limits.max_side:
+            raise Invalid(
+                f"{field} {value} is above the largest side {limits.max_side} px that "
+                f"{mid} allows (its native size is {limits.native} px)"
+            )
+    return width, height
+
+
+def _jobs(
+    services: Services, body: GenerateRequest, mid: str, base_seed: int, size: tuple[int, int]
+) -> list[ImageJob]:
+    config = services.config
+    return [
+        ImageJob(
+            model_id=mid,
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt or "",
+            seed=base_seed + i,
+            width=size[0],
+            height=size[1],
+            steps=body.steps or config.default_steps,
+            guidance=body.guidance if body.guidance is not None else config.default_guidance,
+        )
+        for i in range(body.n)
+    ]
+
+
+async def _render(
+    services: Services,
+    body: GenerateRequest,
+    base_seed: int,
+    variant: str,
+    version: str,
+    rollout: Any,
+) -> Served:
+    """Ask the generator; a failure is counted and recorded for this variant first."""
+    mid = model_id(body.brand, version)
+    size = await asyncio.to_thread(_size, services, body, mid)
+    jobs = _jobs(services, body, mid, base_seed, size)
+    started = time.perf_counter()
+    try:
+        rendered = await services.renderer.render(jobs)
+    except Exception as err:
+        labels = {"brand": body.brand, "version": version, "variant": variant}
+        services.metrics.error(labels, type(err).__name__)
+        log.warning("generation failed for %s (%s): %s", mid, variant, err)
+        elapsed = time.perf_counter() - started
+        await _record(services, body.brand, version, variant, rollout, elapsed, 0, None, [])
+        raise
+    return Served(variant, version, rendered, size[0], size[1])
+
+
+def _failed(err: Exception) -> Unavailable:
+    cause = "model could not be loaded" if _is_model_not_found(err) else "error"
+    return Unavailable(f"generation failed ({cause}): {str(err)[:300]}")
+
+
+def _is_model_not_found(err: BaseException) -> bool:
+    # Ray re-raises a replica's exception as a subclass of both RayTaskError and the cause.
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ModelNotFound):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
+
+
+async def _record(
+    services: Services,
+    brand: str,
+    version: str,
+    variant: str,
+    rollout: Any,
+    elapsed: float,
+    images: int,
+    scores: list[float] | None,
+    passed: list[bool],
+) -> None:
+    """One request_log row for the rollout analysis; `scores` None: the request failed."""
+    await asyncio.to_thread(
+        services.rollouts.record_request,
+        brand,
+        version,
+        variant,
+        ok=scores is not None,
+        latency_s=elapsed,
+        images=images,
+        compliance_scores=scores or [],
+        compliance_passed=passed,
+        rollout_id=rollout.id if rollout is not None else None,
+    )
+
+
+def _start_shadow(services: Services, body: GenerateRequest, base_seed: int, rollout: Any) -> None:
+    task = asyncio.create_task(_shadow(services, body, base_seed, rollout))
+    services.background.add(task)
+    task.add_done_callback(services.background.discard)
+
+
+async def _shadow(services: Services, body: GenerateRequest, base_seed: int, rollout: Any) -> None:
+    """Shadow mode: the canary renders a copy of the request; only measurements remain."""
+    started = time.perf_counter()
+    version = rollout.canary_version
+    try:
+        served = await _render(services, body, base_seed, "canary", version, rollout)
+    except Exception:  # noqa: BLE001 (recorded by _render; nobody waits for a shadow)
+        return
+    kit = await asyncio.to_thread(
+        lambda: services.catalog.context(model_id(body.brand, version)).kit
+    )
+    scores: list[float] = []
+    passed: list[bool] = []
+    if kit is not None:
+        for r in served.rendered:
+            report = await asyncio.to_thread(score_image, r.png, kit)
+            scores.append(report["score"])
+            passed.append(bool(report["passed"]))
+    elapsed = time.perf_counter() - started
+    await _record(
+        services,
+        body.brand,
+        version,
+        "canary",
+        rollout,
+        elapsed,
+        len(served.rendered),
+        scores,
+        passed,
+    )
