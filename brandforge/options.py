@@ -1,7 +1,7 @@
 """Command-line options every stage command shares (`--params`, `--root`).
 
-A module of its own, not `brandforge.cli`: that one loads every stage's commands when imported,
-and the stage packages import these options.
+A module of its own, not `brandforge.cli`: the stage packages import these options, and the CLI
+loads the stage packages (on demand), never the other way round.
 """
 
 from __future__ import annotations
