@@ -131,7 +131,7 @@ def purge_command(
     Safe to interrupt and rerun: progress is committed in batches.
     A file already gone counts as missing. Each real run writes an audit row with the counts.
     """
-    from serving.assets.store import purge_expired
+    from serving.assets.retention import purge_expired
 
     asset_store = _store(store)
     with _session(db) as session:
@@ -181,7 +181,7 @@ def stats_command(
     ] = True,
 ) -> None:
     """Assets per brand and status: how many, and the bytes their files take."""
-    from serving.assets.store import asset_stats
+    from serving.assets.retention import asset_stats
 
     asset_store = _store(store) if files else None
     with _session(db) as session:

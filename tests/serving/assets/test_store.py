@@ -24,16 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from brandforge.settings import Settings, get_settings
-from serving.assets.store import (
-    PURGE_BATCH,
-    AssetMissing,
-    AssetStore,
-    BadAssetKey,
-    asset_key,
-    asset_stats,
-    expiry_for,
-    purge_expired,
-)
+from serving.assets.retention import PURGE_BATCH, asset_stats, expiry_for, purge_expired
+from serving.assets.store import AssetMissing, AssetStore, BadAssetKey, asset_key
 from serving.cli.assets import assets_app
 from serving.db.models import (
     Asset,

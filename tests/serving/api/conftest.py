@@ -1,0 +1,92 @@
+"""The HTTP API in-process: `create_api` over real services (SQLite serving database at its
+Alembic head, local asset store, the MLflow registry of `served_registry`, the real tiny
+engine drawing through `LocalRenderer`), driven with Starlette's TestClient. No Ray: the
+Ray graph itself is tested in tests/serving/test_app.py.
+
+Brands: `acme` (v1 champion, v2 challenger) and `globex` (v1 champion). Keys: `app` generates
+for acme, `globex-app` for globex, `reviewer` reviews every brand, `acme-ops` deploys acme,
+`ops` is admin of every brand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+
+@dataclass
+class Api:
+    client: Any  # starlette.testclient.TestClient
+    services: Any  # serving.api.services.Services
+    keys: dict[str, str]
+    root: Path
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[key]}"}
+
+
+def build_services(root: Path, *, dev: bool = False, **config: Any) -> Any:
+    from brandforge.params import RolloutParams
+    from serving.api.prometheus import Metrics
+    from serving.api.services import Services
+    from serving.assets.store import AssetStore
+    from serving.catalog import Catalog
+    from serving.config import ServeConfig
+    from serving.db.engine import engine_for, session_factory
+    from serving.db.migrate import upgrade
+    from serving.generator import LocalRenderer
+    from serving.rollout.controller import RolloutController
+
+    engine = engine_for(f"sqlite:///{root / 'serving.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    return Services(
+        config=ServeConfig(dev=dev, default_steps=2, **config),
+        sessions=sessions,
+        store=AssetStore(str(root / "assets")),
+        catalog=Catalog(ttl_s=0.0),
+        rollouts=RolloutController(sessions, RolloutParams()),
+        metrics=Metrics(),
+        renderer=LocalRenderer(),
+    )
+
+
+@pytest.fixture(scope="module")
+def api(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir) -> Api:  # noqa: F811
+    from starlette.testclient import TestClient
+
+    from brandforge.settings import get_settings
+    from registry.core import client, promote
+    from serving.api.create import create_api
+    from serving.auth import create_key
+    from tests.registry.test_registry import Project
+
+    root = tmp_path_factory.mktemp("api")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in served_registry.env.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        mlflow.set_tracking_uri(served_registry.tracking_uri)
+        globex = Project(root / "globex", "globex", adapter_dir, tiny_sd_dir)
+        globex.train()
+        globex.register()
+        promote(client(), "brandforge-globex", "champion", version="1", why="api tests")
+        services = build_services(root)
+        keys = {}
+        with services.sessions() as session:
+            for name, roles, brands in (
+                ("app", ["generate"], ["acme"]),
+                ("globex-app", ["generate"], ["globex"]),
+                ("reviewer", ["review"], ["*"]),
+                ("acme-ops", ["deploy"], ["acme"]),
+                ("ops", ["admin"], ["*"]),
+            ):
+                keys[name], _ = create_key(session, name=name, roles=roles, brands=brands)
+            session.commit()
+        with TestClient(create_api(services), raise_server_exceptions=False) as test_client:
+            yield Api(test_client, services, keys, root)
+    get_settings.cache_clear()
