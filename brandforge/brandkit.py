@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from brandforge.names import Brand
 from brandforge.params import format_validation_errors
 
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -232,7 +233,7 @@ class QualityFloors(_Strict):
 
 
 class BrandKit(_Strict):
-    name: str = Field(min_length=1)
+    name: Brand  # the brand's id: its registered model, folders and API scope are named by it
     trigger: str | None = Field(None, description="phrase that invokes the brand in prompts")
     palette: list[PaletteColor] = Field(min_length=1)
     forbidden_colors: list[str] = Field(default_factory=list)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from brandforge.names import Brand
+
 
 class ParamsError(ValueError):
     """`params.yaml` is missing, unreadable or does not match the schema."""
@@ -29,9 +31,9 @@ class DemoBrandParams(_Section):
 
 
 class DataParams(_Section):
-    brand: str = Field("acme", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    brand: Brand = "acme"
     brands_dir: str = "data/brands"
-    demo_brand: str = Field("acme", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    demo_brand: Brand = "acme"
     demo: DemoBrandParams = DemoBrandParams()
 
 

@@ -97,6 +97,13 @@ def test_missing_file_invalid_yaml_and_non_mapping_name_the_file(tmp_path):
         load_brand_kit(write_kit(tmp_path, "- just\n- a list\n"))
 
 
+@pytest.mark.parametrize("bad", ["Shop", "shop.eu", "bases", "my shop", 12])
+def test_the_kit_name_is_a_brand_name(tmp_path, bad):
+    with pytest.raises(BrandKitError, match=r"name:") as err:
+        load_brand_kit(write_kit(tmp_path, {**MINIMAL, "name": bad}))
+    assert str(tmp_path) in str(err.value)
+
+
 def test_empty_palette_is_rejected(tmp_path):
     with pytest.raises(BrandKitError, match="palette"):
         load_brand_kit(write_kit(tmp_path, {"name": "shop", "palette": []}))

@@ -40,6 +40,15 @@ def test_out_of_range_values_are_rejected():
         parse_params({"data": {"brand": "../etc"}})
 
 
+@pytest.mark.parametrize("key", ["brand", "demo_brand"])
+@pytest.mark.parametrize("bad", ["Acme", "acme.eu", "bases", "-acme", "x" * 65, 7, ""])
+def test_brand_names_follow_the_one_brand_rule(key, bad):
+    # the rule of brandforge.names.Brand: lower case, digits, - and _, `bases` reserved, strict str
+    with pytest.raises(ParamsError, match=rf"data\.{key}"):
+        parse_params({"data": {key: bad}})
+    assert getattr(parse_params({"data": {key: "acme_eu-2"}}).data, key) == "acme_eu-2"
+
+
 def test_params_are_frozen():
     params = parse_params({})
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on assignment
