@@ -17,6 +17,7 @@ class ServeConfig:
     generator_replicas: int = 1
     default_steps: int = 20
     default_guidance: float = 2.0
+    max_steps: int = 150  # denoising steps a request may ask for (a 422 names the limit above)
     alias_ttl_s: float = 2.0  # how long a resolved champion is trusted before asking again
     env: tuple[tuple[str, str], ...] = ()  # tracking URI, stores: what every replica must see
     rollout: dict[str, Any] = field(default_factory=dict)  # params.yaml `rollout:` (thresholds)

@@ -26,7 +26,7 @@ from serving.api.docs import errors
 from serving.api.schemas import GenerateRequest
 from serving.api.services import Services
 from serving.catalog import model_id, model_name
-from serving.delivery.deliver import deliver_live, score_image
+from serving.delivery.deliver import Drawing, Origin, decode_png, deliver_live, score_image
 from serving.errors import Invalid, Unavailable
 from serving.generator import ImageJob, ModelNotFound, Rendered
 from serving.rollout.split import assign_variant
@@ -68,16 +68,7 @@ async def generate(
     if rollout is not None and rollout.mode == "shadow":
         _start_shadow(services, body, base_seed, rollout)
     request_id = uuid.uuid4().hex
-    images = await asyncio.to_thread(
-        deliver_live,
-        services=services,
-        body=body,
-        rendered=served.rendered,
-        request_id=request_id,
-        model_id=model_id(body.brand, served.version),
-        variant=served.variant,
-        size=(served.width, served.height),
-    )
+    images = await asyncio.to_thread(_deliver, services, body, served, request_id)
     scores = [i["compliance"]["score"] for i in images if i["compliance"]["score"] is not None]
     passed = [
         bool(i["compliance"]["passed"]) for i in images if i["compliance"]["passed"] is not None
@@ -136,9 +127,61 @@ async def _serve(
         raise _failed(err) from None
 
 
+def _deliver(
+    services: Services, body: GenerateRequest, served: Served, request_id: str
+) -> list[dict[str, Any]]:
+    """Score, mark, encode and store every image (`serving.delivery`): all or none."""
+    mid = model_id(body.brand, served.version)
+    context = services.catalog.context(mid)
+    origin = Origin(
+        brand=body.brand,
+        model_name=model_name(body.brand),
+        model_version=served.version,
+        variant=served.variant,
+        dataset_hash=context.dataset_hash,
+    )
+    steps = body.steps or services.config.default_steps
+    guidance = body.guidance if body.guidance is not None else services.config.default_guidance
+    pictures = [
+        (
+            decode_png(r.png),
+            Drawing(
+                prompt=body.prompt,
+                negative_prompt=body.negative_prompt or "",
+                seed=r.seed,
+                steps=steps,
+                guidance=guidance,
+            ),
+        )
+        for r in served.rendered
+    ]
+    delivered = deliver_live(
+        pictures,
+        fmt=body.format,
+        kit=context.kit,
+        origin=origin,
+        request_id=request_id,
+        store=services.store,
+        sessions=services.sessions,
+        retention_days=services.retention_days,
+    )
+    return [
+        {
+            "asset_id": d.asset_id,
+            "url": f"/v1/assets/{d.asset_id}",
+            "seed": d.seed,
+            "compliance": d.compliance,
+        }
+        for d in delivered
+    ]
+
+
 def _size(services: Services, body: GenerateRequest, mid: str) -> tuple[int, int]:
     """The request's size for this version: its native size by default, never above its
     largest allowed side."""
+    steps = body.steps or services.config.default_steps
+    if steps > services.config.max_steps:
+        raise Invalid(f"steps {steps} is above this server's limit of {services.config.max_steps}")
     limits = services.catalog.sizes(mid)
     width, height = body.width or limits.native, body.height or limits.native
     for field, value in (("width", width), ("height", height)):

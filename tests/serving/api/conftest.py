@@ -3,8 +3,8 @@ Alembic head, local asset store, the MLflow registry of `served_registry`, the r
 engine drawing through `LocalRenderer`), driven with Starlette's TestClient. No Ray: the
 Ray graph itself is tested in tests/serving/test_app.py.
 
-Brands: `acme` (v1 champion, v2 challenger) and `globex` (v1 champion). Keys: `app` generates
-for acme, `globex-app` for globex, `reviewer` reviews every brand, `acme-ops` deploys acme,
+Brands: `acme` (v1 champion, v2 challenger) and `initech` (v1 champion). Keys: `app` generates
+for acme, `initech-app` for initech, `reviewer` reviews every brand, `acme-ops` deploys acme,
 `ops` is admin of every brand.
 """
 
@@ -71,19 +71,20 @@ def api(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir) -> Api:  # 
             mp.setenv(k, v)
         get_settings.cache_clear()
         mlflow.set_tracking_uri(served_registry.tracking_uri)
-        globex = Project(root / "globex", "globex", adapter_dir, tiny_sd_dir)
-        globex.train()
-        globex.register()
-        promote(client(), "brandforge-globex", "champion", version="1", why="api tests")
+        initech = Project(root / "initech", "initech", adapter_dir, tiny_sd_dir)
+        initech.train()
+        initech.register()
+        promote(client(), "brandforge-initech", "champion", version="1", why="api tests")
         services = build_services(root)
         keys = {}
         with services.sessions() as session:
             for name, roles, brands in (
                 ("app", ["generate"], ["acme"]),
-                ("globex-app", ["generate"], ["globex"]),
+                ("initech-app", ["generate"], ["initech"]),
                 ("reviewer", ["review"], ["*"]),
                 ("acme-ops", ["deploy"], ["acme"]),
                 ("ops", ["admin"], ["*"]),
+                ("initech-all", ["generate", "review", "deploy"], ["initech"]),
             ):
                 keys[name], _ = create_key(session, name=name, roles=roles, brands=brands)
             session.commit()

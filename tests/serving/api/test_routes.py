@@ -105,7 +105,7 @@ def test_generate_needs_a_key_with_role_and_brand(api):
     assert (
         api.client.post("/v1/generate", json=GEN, headers=api.auth("reviewer")).status_code == 403
     )
-    other = api.client.post("/v1/generate", json=GEN, headers=api.auth("globex-app"))
+    other = api.client.post("/v1/generate", json=GEN, headers=api.auth("initech-app"))
     assert other.status_code == 403 and "acme" in other.json()["detail"]
 
 
@@ -113,27 +113,27 @@ def test_generate_needs_a_key_with_role_and_brand(api):
 
 
 def test_models_lists_only_the_keys_brands(api):
-    mine = api.client.get("/v1/models", headers=api.auth("globex-app")).json()["models"]
-    assert [m["brand"] for m in mine] == ["globex"]
+    mine = api.client.get("/v1/models", headers=api.auth("initech-app")).json()["models"]
+    assert [m["brand"] for m in mine] == ["initech"]
     every = api.client.get("/v1/models", headers=api.auth("ops")).json()["models"]
-    assert {"acme", "globex"} <= {m["brand"] for m in every}
+    assert {"acme", "initech"} <= {m["brand"] for m in every}
     assert "bases" not in {m["brand"] for m in every}
 
 
 def test_metrics_show_only_the_keys_brands(api):
-    for key in ("app", "globex-app"):
+    for key in ("app", "initech-app"):
         assert api.client.post("/v1/generate", json={**GEN, "brand": key_brand(key)},
                                headers=api.auth(key)).status_code == 200  # fmt: skip
     acme_ops = api.client.get("/metrics", headers=api.auth("acme-ops"))
     assert acme_ops.status_code == 200
-    assert 'brand="acme"' in acme_ops.text and 'brand="globex"' not in acme_ops.text
+    assert 'brand="acme"' in acme_ops.text and 'brand="initech"' not in acme_ops.text
     everything = api.client.get("/metrics", headers=api.auth("ops")).text
-    assert 'brand="acme"' in everything and 'brand="globex"' in everything
+    assert 'brand="acme"' in everything and 'brand="initech"' in everything
     assert api.client.get("/metrics", headers=api.auth("app")).status_code == 403
 
 
 def key_brand(key: str) -> str:
-    return "globex" if key.startswith("globex") else "acme"
+    return "initech" if key.startswith("initech") else "acme"
 
 
 # -- held assets ------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_events_are_bounded_per_call(api):
     assert big.status_code == 422
     ok = api.client.post(url, json={"impressions": 10, "clicks": 2}, headers=api.auth("app"))
     assert ok.status_code == 201
-    foreign = api.client.post(url, json={"clicks": 1}, headers=api.auth("globex-app"))
+    foreign = api.client.post(url, json={"clicks": 1}, headers=api.auth("initech-app"))
     assert foreign.status_code == 403
 
 
