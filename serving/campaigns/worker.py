@@ -1,14 +1,14 @@
-"""The campaign worker: take items off the queue, draw, compose, check, encode, deliver.
+"""The campaign worker: take items off the queue, draw, compose, check, deliver.
 
-One `CampaignWorker.run_once()` claims a handful of items (`serving.campaigns.claim`), renders
-their backgrounds in one call to the generator (so they batch like live traffic), fits each to
-its channel's size and composes the brand's logo and texts on top (`serving.delivery.compose`), scores
-the composed asset with the evaluation package's compliance report, and draws again with a new
-seed for the items that failed, up to the campaign's `max_regenerations`; an item that still
-fails goes to human review instead of being delivered. Every output is watermarked and carries
-its provenance manifest (`serving.delivery.manifest`), is encoded in each requested format
-(`serving.delivery.formats`) and stored in the asset store; its Asset rows and the item's result are
-committed together, and only while the worker still holds the item's lease.
+One `CampaignWorker.run_once()` claims a handful of items (`serving.campaigns.queue.claim`),
+renders their backgrounds in one call to the generator (so they batch like live traffic), fits
+each to its channel's size and composes the brand's logo and texts on top
+(`serving.delivery.compose`), scores the composed asset against the brand kit, and draws again
+with a new seed for the items that failed, up to the campaign's `max_regenerations`; an item
+that still fails goes to human review instead of being delivered. Every output goes through
+the one delivery path live requests take (`serving.delivery.deliver`: manifest, watermark,
+each requested format, asset store, Asset rows); the rows and the item's result are committed
+together, and only while the worker still holds the item's lease.
 
 The worker has no Ray in it: `render` and `render_loop` are callables (the Ray app passes the
 generator deployment's handle; tests can pass an `Engine`).
@@ -23,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.campaigns.queue import CampaignSpec, claim, fill, finish, item_seed, ratio_size, release
-from serving.db.models import Asset, Campaign, CampaignItem, new_asset_id, utcnow
+from serving.campaigns.queue import ItemState, claim, finish, release
+from serving.campaigns.spec import CampaignSpec, fill, item_seed, ratio_size
+from serving.db.models import Campaign, CampaignItem
+from serving.delivery.deliver import CampaignRef, Delivery, Drawing, Motion, Origin, score_image
 from serving.generator import ImageJob, Rendered
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ class _Work:
     composed: Any = None  # serving.delivery.compose.Composition
     report: dict[str, Any] | None = None
     passed: bool = False
-    files: list[str] = field(default_factory=list)
     error: Exception | None = None  # composing failed: the item fails with this
 
 
@@ -138,13 +138,12 @@ class CampaignWorker:
                 self._deliver(w)
             except Exception as err:  # noqa: BLE001 (one broken item must not stop the rest)
                 log.warning("campaign item %s failed: %s", w.item.key, err)
-                self._delete_files(w.files)
                 with self.sessions() as session:
                     finish(
                         session,
                         w.item.id,
                         owner=self.owner,
-                        state="failed",
+                        state=ItemState.FAILED,
                         attempts=w.attempt + 1,
                         seed=w.seed,
                         asset_ids=[],
@@ -194,22 +193,13 @@ class CampaignWorker:
                 self._renew(w)
 
     def _compose_and_score(self, w: _Work) -> None:
-        from evaluation.compliance import compliance_report
-
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
         assert w.background is not None
         w.composed = _compose(w, ctx, w.background)
-        if ctx.kit is None:
-            w.report, w.passed = None, True
-            return
-        report = compliance_report(
-            np.asarray(w.composed.image.convert("RGB")),
-            ctx.kit,
-            logo=np.asarray(ctx.logo) if ctx.logo is not None else None,
-            text_boxes=list(w.composed.text_boxes) or None,
-        ).to_dict()
-        w.report = {k: report[k] for k in ("score", "passed", "violations")}
-        w.passed = bool(report["passed"])
+        w.report = score_image(
+            w.composed.image, ctx.kit, logo=ctx.logo, text_boxes=w.composed.text_boxes
+        )
+        w.passed = ctx.kit is None or bool(w.report["passed"])  # no kit: nothing to fail
 
     def _renew(self, w: _Work) -> None:
         from serving.campaigns.queue import renew
@@ -220,96 +210,69 @@ class CampaignWorker:
     # -- delivering ----------------------------------------------------------------------------
 
     def _deliver(self, w: _Work) -> None:
-        from serving.assets.store import asset_key, expiry_for
-        from serving.delivery.formats import EXTENSIONS, encode_motion, encode_still
-        from serving.delivery.manifest import build_manifest, manifest_xmp
-        from serving.delivery.watermark import embed_watermark, watermark_payload
-        from serving.delivery.redact import redact
-
+        """Encode the item's files (each format, and its motion loop), store them and commit
+        their rows with the item's result, while the worker still holds the item."""
         self._renew(w)  # encoding (SVG, motion) can take a while
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
         review = not w.passed or w.spec.review or w.item.brand in self.review_brands
-        status = "review" if review else "delivered"
-        now = utcnow()
-        rows: list[Asset] = []
-        image = w.composed.image.convert("RGB")
-        outputs: list[tuple[str, dict[str, Any]]] = [(fmt, {}) for fmt in w.spec.formats]
-        motion = w.spec.motion if self.render_loop is not None else None
-        if motion is not None:
-            outputs.append((motion.format, {"motion": motion.model_dump()}))
-        for fmt, extra in outputs:
-            asset_id = new_asset_id()
-            manifest = build_manifest(
-                asset_id=asset_id,
+        drawing = Drawing(
+            prompt=w.item.prompt,
+            negative_prompt=w.spec.negative_prompt or "",
+            seed=w.seed,
+            steps=w.spec.steps or self.default_steps,
+            guidance=w.spec.guidance if w.spec.guidance is not None else self.default_guidance,
+        )
+        settings = {"ratio": w.item.ratio, "attempt": w.attempt, "layout": w.composed.layout}
+        delivery = Delivery(
+            store=self.store,
+            origin=Origin(
                 brand=w.item.brand,
                 model_name=w.campaign.model_name,
                 model_version=w.item.model_version,
                 variant=w.item.variant,
                 dataset_hash=ctx.dataset_hash,
-                created_at=now,
-            )
-            xmp = manifest_xmp(manifest)
-            payload = watermark_payload(asset_id)
-            if motion is not None and "motion" in extra:
-                frames = self._motion_frames(w, ctx)
-                marked = [embed_watermark(f, payload) for f in frames]
-                data = encode_motion(marked, fmt, fps=motion.fps, xmp=xmp)
-            else:
-                data = encode_still(embed_watermark(image, payload), fmt, xmp=xmp)
-            key = asset_key(w.item.brand, asset_id, EXTENSIONS[fmt])
-            self.store.put(key, data)
-            w.files.append(key)
-            rows.append(
-                Asset(
-                    id=asset_id,
-                    request_id=f"campaign:{w.campaign.id}",
-                    brand=w.item.brand,
-                    model_name=w.campaign.model_name,
-                    model_version=w.item.model_version,
-                    variant=w.item.variant,
-                    prompt=redact(w.item.prompt),
-                    negative_prompt=redact(w.spec.negative_prompt or ""),
-                    seed=w.seed,
-                    width=w.item.width,
-                    height=w.item.height,
-                    steps=w.spec.steps or self.default_steps,
-                    guidance=w.spec.guidance
-                    if w.spec.guidance is not None
-                    else self.default_guidance,
-                    format=fmt,
-                    path=key,
-                    compliance=w.report or {},
-                    status=status,
-                    settings={
-                        "ratio": w.item.ratio,
-                        "attempt": w.attempt,
-                        "layout": w.composed.layout,
-                        **extra,
-                    },
-                    provenance=manifest,
-                    campaign_id=w.campaign.id,
-                    item_id=w.item.id,
-                    created_at=now,
-                    expires_at=expiry_for(w.item.brand, now, self.retention_days),
+            ),
+            request_id=f"campaign:{w.campaign.id}",
+            retention_days=self.retention_days,
+            campaign=CampaignRef(campaign_id=w.campaign.id, item_id=w.item.id),
+            held_for_review=review,
+        )
+        with delivery:
+            compliance = w.report or {}
+            for fmt in w.spec.formats:
+                delivery.add(
+                    w.composed.image,
+                    fmt=fmt,
+                    drawing=drawing,
+                    compliance=compliance,
+                    settings=settings,
                 )
+            motion = w.spec.motion if self.render_loop is not None else None
+            if motion is not None:
+                delivery.add(
+                    Motion(self._motion_frames(w, ctx), fps=motion.fps),
+                    fmt=motion.format,
+                    drawing=drawing,
+                    compliance=compliance,
+                    settings={**settings, "motion": motion.model_dump()},
+                )
+            kept = delivery.commit(
+                self.sessions,
+                then=lambda session: finish(
+                    session,
+                    w.item.id,
+                    owner=self.owner,
+                    state=ItemState.REVIEW if review else ItemState.DONE,
+                    attempts=w.attempt + 1,
+                    seed=w.seed,
+                    asset_ids=delivery.asset_ids,
+                    compliance=w.report,
+                ),
             )
-        with self.sessions() as session:
-            session.add_all(rows)
-            session.flush()
-            done = finish(
-                session,
-                w.item.id,
-                owner=self.owner,
-                state="review" if review else "done",
-                attempts=w.attempt + 1,
-                seed=w.seed,
-                asset_ids=[r.id for r in rows],
-                compliance=w.report,
-            )
-        if not done:
-            # Another worker took the item over (our lease expired): its result counts.
-            log.warning("item %s was taken over; discarding this worker's files", w.item.key)
-            self._delete_files(w.files)
+        if not kept:
+            # Another worker took the item over (our lease expired): its result counts, and
+            # this worker's files are gone with the rolled-back rows.
+            log.warning("item %s was taken over; discarded this worker's files", w.item.key)
 
     def _motion_frames(self, w: _Work, ctx: BrandContext) -> list[Image.Image]:
         assert self.render_loop is not None and w.spec.motion is not None
@@ -320,13 +283,6 @@ class CampaignWorker:
             frame = Image.open(io.BytesIO(png)).convert("RGB")
             frames.append(_compose(w, ctx, frame).image.convert("RGB"))
         return frames
-
-    def _delete_files(self, keys: list[str]) -> None:
-        for key in keys:
-            try:
-                self.store.delete(key)
-            except Exception:  # noqa: BLE001 (an orphan file is harmless; retention removes it)
-                log.warning("could not delete orphan file %s", key)
 
 
 def _spec_input(spec: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,12 @@ from PIL import Image
 from sqlalchemy import select
 
 from brandforge.brandkit import BrandKit
+from serving.campaigns.queue import progress, submit
+from serving.campaigns.spec import CampaignSpec, ratio_size
 from serving.campaigns.worker import BrandContext, CampaignWorker, run_until_idle
-from serving.campaigns.queue import CampaignSpec, progress, ratio_size, submit
-from serving.db.models import Asset, CampaignItem, engine_for, init_db, session_factory
+from serving.db.engine import engine_for, session_factory
+from serving.db.migrate import upgrade
+from serving.db.models import Asset, CampaignItem
 from serving.generator import Engine, ImageJob, group
 
 KIT = Path(__file__).parents[2] / "evaluation/data/acme.yaml"
@@ -84,7 +87,7 @@ def _campaign(tmp_path: Path, served_registry, spec: dict, kit: BrandKit, engine
     from serving.assets.store import AssetStore
 
     db = engine_for(f"sqlite:///{tmp_path / 'serving.db'}")
-    init_db(db)
+    upgrade(db)
     sessions = session_factory(db)
     store = AssetStore(str(tmp_path / "assets"))
     with sessions() as session:
