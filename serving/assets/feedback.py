@@ -265,72 +265,25 @@ def export_feedback(
         name = f"feedback-{asset.id}.png"
         approved = asset.status == "approved"
         file_name = f"images/{name}" if approved else name
-        if asset.id in train_ids or (approved and file_name in train_names):
-            skips[asset.id] = f"already exported (images/{name})"
-            continue
-        if asset.id in negative_ids or (not approved and file_name in negative_names):
-            skips[asset.id] = f"already exported ({NEGATIVES_DIR}/{name})"
-            continue
-        if approved and not asset.prompt.strip():
-            skips[asset.id] = "no prompt to use as its caption"
-            continue
-        if asset.format.lower() in NOT_RASTER:
-            skips[asset.id] = NOT_RASTER[asset.format.lower()]
-            continue
-        try:
-            data = store.get(asset.path)
-        except LookupError:  # serving.assets.AssetMissing
-            skips[asset.id] = f"file missing from the asset store ({asset.path})"
-            continue
-        except ValueError as err:  # serving.assets.BadAssetKey
-            skips[asset.id] = f"the asset store refused its key: {err}"
-            continue
-        try:
-            image = _decode(data)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            skips[asset.id] = f"cannot be decoded as an image ({asset.format}: {err})"
+        names = train_names if approved else negative_names
+        reason = _skip_reason(asset, file_name, train_ids | negative_ids, names)
+        image = None
+        if reason is None:
+            image, reason = _read_image(asset, store)
+        if reason is not None or image is None:
+            skips[asset.id] = reason or "unreadable"
             continue
 
         if approved:
-            if min(image.size) < min_size:
-                skips[asset.id] = (
-                    f"{image.width}x{image.height} px is smaller than prepare.min_size={min_size}"
-                )
-                continue
             if pixels is None:
                 pixels = _existing_pixels(brand_dir)
-            digest = _pixel_hash(image)
-            # Its own file without a metadata line (an interrupted export) is no duplicate.
-            if pixels.get(digest, file_name) != file_name:
-                skips[asset.id] = f"same pixels as {pixels[digest]} (prepare refuses duplicates)"
+            reason = _add_training_image(brand_dir, file_name, image, asset, pixels, min_size)
+            if reason is not None:
+                skips[asset.id] = reason
                 continue
-            _write_file(brand_dir / file_name, _png_bytes(image))
-            _append_line(
-                brand_dir / METADATA,
-                {
-                    "file_name": file_name,
-                    "text": asset.prompt.strip(),
-                    "source": SOURCE,
-                    "asset_id": asset.id,
-                    "model_version": str(asset.model_version),
-                },
-            )
-            pixels[digest] = file_name
             train_ids.add(asset.id)
         else:
-            _write_file(negatives_dir / name, _png_bytes(image))
-            _append_line(
-                negatives_dir / METADATA,
-                {
-                    "file_name": name,
-                    "text": asset.prompt.strip(),
-                    "source": SOURCE,
-                    "asset_id": asset.id,
-                    "model_version": str(asset.model_version),
-                    "negative": True,
-                    "reason": asset.review_reason or "",
-                },
-            )
+            _add_negative(negatives_dir, name, image, asset)
             negative_ids.add(asset.id)
         counts[asset.status] += 1
 
@@ -350,6 +303,79 @@ def export_feedback(
         brand_dir,
     )
     return result
+
+
+
+
+def _add_training_image(
+    brand_dir: Path,
+    file_name: str,
+    image: Image.Image,
+    asset: Asset,
+    pixels: dict[str, str],
+    min_size: int,
+) -> str | None:
+    """Write an approved image and its caption line; or say why prepare would refuse it."""
+    if min(image.size) < min_size:
+        return f"{image.width}x{image.height} px is smaller than prepare.min_size={min_size}"
+    digest = _pixel_hash(image)
+    # Its own file without a metadata line (an interrupted export) is no duplicate.
+    if pixels.get(digest, file_name) != file_name:
+        return f"same pixels as {pixels[digest]} (prepare refuses duplicates)"
+    _write_file(brand_dir / file_name, _png_bytes(image))
+    _append_line(
+        brand_dir / METADATA,
+        {
+            "file_name": file_name,
+            "text": asset.prompt.strip(),
+            "source": SOURCE,
+            "asset_id": asset.id,
+            "model_version": str(asset.model_version),
+        },
+    )
+    pixels[digest] = file_name
+    return None
+
+
+def _add_negative(negatives_dir: Path, name: str, image: Image.Image, asset: Asset) -> None:
+    """Write a rejected image under negatives/ with the reviewer's reason."""
+    _write_file(negatives_dir / name, _png_bytes(image))
+    _append_line(
+        negatives_dir / METADATA,
+        {
+            "file_name": name,
+            "text": asset.prompt.strip(),
+            "source": SOURCE,
+            "asset_id": asset.id,
+            "model_version": str(asset.model_version),
+            "negative": True,
+            "reason": asset.review_reason or "",
+        },
+    )
+
+
+def _skip_reason(asset: Asset, file_name: str, ids: set[str], names: set[str]) -> str | None:
+    """Why an asset is not exported before its file is read (None: read it)."""
+    folder = "images" if asset.status == "approved" else NEGATIVES_DIR
+    if asset.id in ids or file_name in names:
+        return f"already exported ({folder}/feedback-{asset.id}.png)"
+    if asset.status == "approved" and not asset.prompt.strip():
+        return "no prompt to use as its caption"
+    return NOT_RASTER.get(asset.format.lower())
+
+
+def _read_image(asset: Asset, store: AssetReader) -> tuple[Image.Image | None, str | None]:
+    """The asset's decoded image, or None and why it cannot be read."""
+    try:
+        data = store.get(asset.path)
+    except LookupError:  # serving.assets.store.AssetMissing
+        return None, f"file missing from the asset store ({asset.path})"
+    except ValueError as err:  # serving.assets.store.BadAssetKey
+        return None, f"the asset store refused its key: {err}"
+    try:
+        return _decode(data), None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return None, f"cannot be decoded as an image ({asset.format}: {err})"
 
 
 def _min_size(params_path: Path) -> int:

@@ -4,6 +4,7 @@ of what the store holds per brand and status (`brandforge assets purge|stats`)."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -110,31 +111,7 @@ def purge_expired(
             result.assets.append(_purged(row, "present" if present else "missing"))
         return result
 
-    error: Exception | None = None
-    while limit is None or len(result.assets) < limit:
-        size = PURGE_BATCH if limit is None else min(PURGE_BATCH, limit - len(result.assets))
-        rows = due(size)
-        if not rows:
-            break
-        for row in rows:
-            try:
-                existed = store.delete(row.path)
-            except BadAssetKey:
-                # A path no key can be (edited by hand?) names no file this store holds.
-                log.warning("asset %s: path %r is no store key; marked deleted", row.id, row.path)
-                existed = False
-            except Exception as err:  # the store failed: keep what is done, then report
-                error = err
-                break
-            row.status = "deleted"
-            row.deleted_at = now
-            result.deleted_files += existed
-            result.missing_files += not existed
-            result.assets.append(_purged(row, "deleted" if existed else "missing"))
-        session.commit()
-        if error is not None:
-            break
-
+    error = _purge_batches(session, store, due, result, now=now, limit=limit)
     detail: dict[str, Any] = {
         "assets": len(result.assets),
         "deleted_files": result.deleted_files,
@@ -156,6 +133,41 @@ def purge_expired(
     if error is not None:
         raise error
     return result
+
+
+
+def _purge_batches(
+    session: Session,
+    store: AssetStore,
+    due: Callable[[int | None], list[Any]],
+    result: PurgeResult,
+    *,
+    now: datetime,
+    limit: int | None,
+) -> Exception | None:
+    """Delete files and mark rows, committing per batch; the store's error, if it failed."""
+    while limit is None or len(result.assets) < limit:
+        size = PURGE_BATCH if limit is None else min(PURGE_BATCH, limit - len(result.assets))
+        rows = due(size)
+        if not rows:
+            return None
+        for row in rows:
+            try:
+                existed = store.delete(row.path)
+            except BadAssetKey:
+                # A path no key can be (edited by hand?) names no file this store holds.
+                log.warning("asset %s: path %r is no store key; marked deleted", row.id, row.path)
+                existed = False
+            except Exception as err:  # the store failed: keep what is done, then report
+                session.commit()
+                return err
+            row.status = "deleted"
+            row.deleted_at = now
+            result.deleted_files += existed
+            result.missing_files += not existed
+            result.assets.append(_purged(row, "deleted" if existed else "missing"))
+        session.commit()
+    return None
 
 
 def _purged(row: Any, file: str) -> dict[str, Any]:
