@@ -162,6 +162,12 @@ class EvalParams(_Section):
     gates: GateParams = GateParams()
 
 
+class RegisterParams(_Section):
+    # The largest width or height (pixels) serving accepts for the registered version; null:
+    # 4x its native resolution, capped at 2048 (registry.limits).
+    max_size: int | None = Field(None, ge=8, le=8192)
+
+
 class RolloutParams(_Section):
     """Canary analysis: each step compares canary with champion over the same window."""
 
@@ -190,6 +196,9 @@ class Params(_Section):
     base: BaseParams = BaseParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
+    # `register` in params.yaml; the attribute is named otherwise because pydantic models are
+    # ABCs, whose `register` classmethod a field of that name would shadow.
+    registration: RegisterParams = Field(RegisterParams(), alias="register")
     rollout: RolloutParams = RolloutParams()
 
 

@@ -9,6 +9,7 @@ the model version's tags, so the MLflow UI shows it:
 - the offline evaluation: `brandforge.eval.gate` (accept/reject), `.eval.reasons`,
   `.eval.champion` and the A/B deltas `brandforge.eval.<metric>_delta`;
 - `brandforge.status`: `candidate`, `rejected` (failed its gates) or `archived`;
+- the image sizes it serves: `brandforge.native_size`, `brandforge.max_size` (registry.limits);
 - one `brandforge.history.<UTC time>` tag per event: what happened, who, why.
 
 The registered model keeps `brandforge.champion_history` (the versions that held `champion`, in

@@ -27,6 +27,7 @@ from registry.core import (
     move_alias,
     record,
 )
+from registry.limits import MAX_SIZE_TAG, NATIVE_SIZE_TAG, size_tags
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ def version_tags(
             lo, hi = c["delta_ci95"]
             tags[f"brandforge.eval.{name}_delta"] = f"{c['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
     return tags
+
+
+def native_size(run_params: dict[str, str], base_resolution: int) -> int:
+    """The resolution the adapter was trained at: the run's `base.resolution` param (what the
+    train stage drew its latents at), else the base model's own."""
+    try:
+        return int(run_params["base.resolution"])
+    except (KeyError, ValueError):
+        return base_resolution
 
 
 def _log_brand_files(c: Any, run_id: str, kit_file: Path, brand_dir: Path) -> None:
@@ -125,7 +135,13 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         log.warning("%s: no brand kit; the version cannot be scored when served", kit_file)
     if kit_file.is_file():
         _log_brand_files(c, run.info.run_id, kit_file, root / params.data.brands_dir / brand)
-    base_version = store_base(c, root / BASE_DIR, read_base_reference(root / BASE_DIR))
+    base_ref = read_base_reference(root / BASE_DIR)
+    native = native_size(dict(run.data.params), base_ref.resolution)
+    try:
+        tags.update(size_tags(native, max_size=params.registration.max_size))
+    except ValueError as err:
+        raise RegistryError(f"params.yaml: {err}") from None
+    base_version = store_base(c, root / BASE_DIR, base_ref)
     if base_version:
         tags["brandforge.base_model_version"] = base_version
 
@@ -165,6 +181,8 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "gate": gate["decision"],
         "alias": alias,
         "base_model_version": base_version,
+        "native_size": int(tags[NATIVE_SIZE_TAG]),
+        "max_size": int(tags[MAX_SIZE_TAG]),
         "model_uri": f"models:/{name}/{version}",
     }
     out = root / REGISTER_METRICS

@@ -72,3 +72,10 @@ def test_unquoted_yaml_no_means_no_mixed_precision():
     assert parse_params({"train": {"mixed_precision": False}}).train.mixed_precision == "no"
     with pytest.raises(ParamsError, match="mixed_precision"):
         parse_params({"train": {"mixed_precision": True}})
+
+
+def test_the_register_section_sets_the_size_limit_of_registered_versions():
+    assert parse_params({}).registration.max_size is None
+    assert parse_params({"register": {"max_size": 1024}}).registration.max_size == 1024
+    with pytest.raises(ParamsError, match=r"register\.max_size"):
+        parse_params({"register": {"max_size": 4}})

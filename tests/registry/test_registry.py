@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from brandforge.cli import app
 from brandforge.params import parse_params
 from registry import core
+from registry.limits import SizeLimits, size_limits
 from registry.stage import register
 
 PASSED = {
@@ -167,6 +168,8 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
         "gate": "accept",
         "alias": "challenger",
         "base_model_version": result["base_model_version"],
+        "native_size": 32,
+        "max_size": 128,
         "model_uri": f"models:/{project.name}/1",
     }
     c = core.client()
@@ -181,6 +184,8 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
     assert v.tags["brandforge.eval.gate"] == "accept"
     assert v.tags["brandforge.eval.compliance_score_delta"] == "+0.1000 [+0.0500, +0.1500]"
     assert v.status == "candidate"
+    # serving's default size and limit: the tiny base's 32 px, and 4x that
+    assert size_limits(v.tags) == SizeLimits(native=32, max=128)
     events = [e for _, e in v.history()]
     assert events[0].startswith("registered by register stage: gates passed")
     assert events[1] == "alias challenger set by register stage: passed the offline gates"
@@ -190,6 +195,21 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
     second = project.register()
     assert second["version"] == "2"
     assert second["base_model_version"] == result["base_model_version"]
+
+
+def test_the_size_limit_follows_the_training_resolution_and_the_register_param(project):
+    import mlflow
+
+    run_id = project.train()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_param("base.resolution", 48)  # what train logs: the resolution it drew at
+    project.params = parse_params({"data": {"brand": project.brand}, "register": {"max_size": 96}})
+    assert project.register()["native_size"] == 48
+    v = core.get_version(core.client(), project.name, "1")
+    assert size_limits(v.tags) == SizeLimits(native=48, max=96)
+    project.params = parse_params({"data": {"brand": project.brand}, "register": {"max_size": 40}})
+    with pytest.raises(core.RegistryError, match="max_size 40 is below the version's native"):
+        project.register()
 
 
 def test_registering_the_same_training_run_again_updates_its_version(project):

@@ -1,0 +1,89 @@
+"""The image sizes a registered version serves: its native size and the largest it accepts.
+
+A diffusion model draws best at the resolution it was trained at, and its cost grows with the
+pixel count: the embedded 32 px base asked for 512 px draws a 256x larger latent (minutes on a
+CPU). So `register` records both on every version, and serving defaults a request's width and
+height to the native size and refuses a side above the limit:
+
+- `brandforge.native_size`: the training resolution (32 for the embedded base, 512 for SD 1.5,
+  1024 for SDXL), in pixels;
+- `brandforge.max_size`: the largest width or height, in pixels; by default 4x native, capped
+  at 2048 (never below native), or `register.max_size` from params.yaml.
+
+Versions registered before these tags existed fall back to their base model's resolution, else
+512 (SD 1.5, the most common base).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+NATIVE_SIZE_TAG = "brandforge.native_size"
+MAX_SIZE_TAG = "brandforge.max_size"
+# A version without tags or a base reference: SD 1.5's resolution.
+FALLBACK_NATIVE_SIZE = 512
+# Default limit: this many times native per side (16x the pixels), and never above the cap: a
+# 2048 px side is already 16x SD 1.5's pixels, more than one replica should take per image.
+MAX_UPSCALE = 4
+MAX_SIZE_CAP = 2048
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    native: int  # the default width and height, pixels
+    max: int  # the largest width or height a request may ask for, pixels
+
+
+def default_max_size(native: int) -> int:
+    """4x native, capped at 2048 px, never below native (a base larger than the cap keeps it)."""
+    return max(native, min(MAX_UPSCALE * native, MAX_SIZE_CAP))
+
+
+def size_tags(native: int, *, max_size: int | None = None) -> dict[str, str]:
+    """The version tags `register` writes; ValueError when the sizes make no sense."""
+    if native < 1:
+        raise ValueError(f"native size {native}: expected a positive number of pixels")
+    limit = default_max_size(native) if max_size is None else max_size
+    if limit < native:
+        raise ValueError(
+            f"register.max_size {limit} is below the version's native size {native}: "
+            "it could not even draw at its own resolution"
+        )
+    return {NATIVE_SIZE_TAG: str(native), MAX_SIZE_TAG: str(limit)}
+
+
+def _positive_int(tags: Mapping[str, str], key: str) -> int | None:
+    raw = tags.get(key)
+    if raw is None:
+        return None
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        log.warning("version tag %s=%r is not a positive number of pixels; ignored", key, raw)
+        return None
+    return value
+
+
+def size_limits(tags: Mapping[str, str] | None, base_resolution: int | None = None) -> SizeLimits:
+    """A version's native size and limit, from its tags.
+
+    Without the tags (versions registered before them), `base_resolution` (the resolution in
+    the version's base reference, when the caller knows it) is the native size, else 512; the
+    limit is then the default for that size. A limit below native is raised to native.
+    """
+    tags = tags or {}
+    native = _positive_int(tags, NATIVE_SIZE_TAG)
+    if native is None:
+        native = base_resolution if base_resolution and base_resolution > 0 else None
+    if native is None:
+        native = FALLBACK_NATIVE_SIZE
+    limit = _positive_int(tags, MAX_SIZE_TAG)
+    if limit is None:
+        limit = default_max_size(native)
+    return SizeLimits(native=native, max=max(limit, native))

@@ -1,0 +1,55 @@
+"""Image sizes of a registered version: pure, no MLflow."""
+
+import pytest
+
+from registry.limits import (
+    MAX_SIZE_TAG,
+    NATIVE_SIZE_TAG,
+    SizeLimits,
+    default_max_size,
+    size_limits,
+    size_tags,
+)
+
+
+@pytest.mark.parametrize(
+    ("native", "limit"),
+    [(32, 128), (256, 1024), (512, 2048), (768, 2048), (1024, 2048), (4096, 4096)],
+)
+def test_the_default_limit_is_four_times_native_capped_at_2048_never_below_native(native, limit):
+    assert default_max_size(native) == limit
+    assert size_tags(native) == {NATIVE_SIZE_TAG: str(native), MAX_SIZE_TAG: str(limit)}
+
+
+def test_a_limit_given_at_registration_wins_and_must_reach_native():
+    assert size_tags(512, max_size=768) == {NATIVE_SIZE_TAG: "512", MAX_SIZE_TAG: "768"}
+    with pytest.raises(ValueError, match="below the version's native size 512"):
+        size_tags(512, max_size=256)
+    with pytest.raises(ValueError, match="positive"):
+        size_tags(0)
+
+
+def test_limits_are_read_back_from_the_tags_mlflow_stores():
+    tags = size_tags(32) | {"brandforge.brand": "acme"}
+    assert size_limits(tags) == SizeLimits(native=32, max=128)
+    # the tags win over the base reference the caller may know
+    assert size_limits(tags, base_resolution=512) == SizeLimits(native=32, max=128)
+
+
+def test_versions_registered_before_the_tags_fall_back_to_their_base_else_512():
+    assert size_limits({}, base_resolution=32) == SizeLimits(native=32, max=128)
+    assert size_limits({"brandforge.brand": "acme"}) == SizeLimits(native=512, max=2048)
+    assert size_limits(None) == SizeLimits(native=512, max=2048)
+    assert size_limits({}, base_resolution=0) == SizeLimits(native=512, max=2048)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "-32", "0", "3.5"])
+def test_a_damaged_tag_is_ignored_not_an_error(bad, caplog):
+    # a hand-edited tag must not take the version out of service: fall back as if absent
+    assert size_limits({NATIVE_SIZE_TAG: bad}, base_resolution=64) == SizeLimits(64, 256)
+    assert size_limits({NATIVE_SIZE_TAG: "64", MAX_SIZE_TAG: bad}) == SizeLimits(64, 256)
+    assert "not a positive number of pixels" in caplog.text
+
+
+def test_a_limit_tag_below_native_is_raised_to_native():
+    assert size_limits({NATIVE_SIZE_TAG: "512", MAX_SIZE_TAG: "256"}) == SizeLimits(512, 512)
