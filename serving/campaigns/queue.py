@@ -1,10 +1,10 @@
 """Campaigns: batch generation jobs on a durable queue in the serving database.
 
-A campaign is a prompt template expanded over its variables (`{"product": [...], "season":
-[...]}`), for each channel's aspect ratio and `variants` seeds per combination. Submitting one
-writes the campaign and all of its items in one transaction and returns at once; workers (the
-`CampaignRunner` deployment, `serving.app`) then take items from the queue, render them through
-the same generator and batching as live traffic, compose and encode them, and deliver them.
+A campaign (`serving.campaigns.spec`: the spec and its expansion) is a prompt template expanded
+over its variables, per aspect ratio and variant. Submitting one writes the campaign and all of
+its items in one transaction and returns at once; workers (`serving.campaigns.worker`, run by
+the `CampaignRunner` deployment) then take items from the queue, render them through the same
+generator and batching as live traffic, compose and encode them, and deliver them.
 
     POST /v1/campaigns ──submit──► campaigns + campaign_items (pending)
                                      │ claim (lease)       ▲ lease expired: back to pending
@@ -24,223 +24,74 @@ for the rollout's share of the items (by the same sticky hash as clients, keyed 
 item recording which it got. Priority orders the queue (higher first, then earlier deadline,
 then submission order).
 
-Everything here is plain SQLAlchemy on the serving database; no Ray, no HTTP.
+Personal data in a spec's texts is redacted before anything is stored (DESIGN.md, decision 9).
+Everything here is plain SQLAlchemy on the serving database; no Ray, no HTTP: refusals are
+domain errors (`serving.errors`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
-import re
-import string
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from brandforge.params import format_validation_errors
+from serving.campaigns.spec import CampaignSpec, expand, item_seed, ratio_size
 from serving.db.models import Campaign, CampaignItem, utcnow
+from serving.delivery.redact import redact
+from serving.errors import Conflict, Invalid, NotFound
+from serving.rollout.split import Variant, assign_variant
 
 log = logging.getLogger(__name__)
 
-# A campaign is a batch job, not a bulk loader: more items than this is a request to split it.
-MAX_ITEMS = 5000
-MAX_VALUES = 200  # values per variable
-STILL = ("png", "jpeg", "webp", "heic", "svg")
-MOTION = ("gif", "mp4")
-StillFormat = Literal["png", "jpeg", "webp", "heic", "svg"]
-_RATIO = re.compile(r"^[1-9]\d{0,2}:[1-9]\d{0,2}$")
+
+class CampaignState(StrEnum):
+    """A campaign's state (`campaigns.state`): queued until a worker takes an item, running
+    until no item is pending or running, then done; or cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
 
 
-class CampaignError(Exception):
-    """A request the queue refuses; `status` is the HTTP status the API answers with."""
+class ItemState(StrEnum):
+    """A campaign item's state (`campaign_items.state`)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _default_formats() -> list[StillFormat]:
-    return ["png"]
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    REVIEW = "review"  # delivered to review only: a person decides (`serving.assets.review`)
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-class MotionSpec(BaseModel):
-    """A short loop made by walking around a circle between two seeds' starting noise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["gif", "mp4"] = "gif"
-    frames: int | None = Field(None, ge=2, le=96, description="default 8, or duration x fps")
-    fps: float = Field(8.0, gt=0, le=60)
-    duration_s: float | None = Field(None, gt=0, le=12, description="loop length in seconds")
-
-    @model_validator(mode="after")
-    def _length(self) -> MotionSpec:
-        if self.frames is not None and self.duration_s is not None:
-            if abs(self.frames / self.fps - self.duration_s) > 0.5 / self.fps:
-                raise ValueError(
-                    f"frames {self.frames} at {self.fps:g} fps last "
-                    f"{self.frames / self.fps:.2f} s, not duration_s {self.duration_s:g}: "
-                    "give two of frames, fps and duration_s"
-                )
-        return self
-
-    @property
-    def frame_count(self) -> int:
-        """Frames of the loop: `frames`, else `duration_s` x `fps` (at least 2, at most 96)."""
-        if self.frames is not None:
-            return self.frames
-        if self.duration_s is not None:
-            return max(2, min(96, round(self.duration_s * self.fps)))
-        return 8
+OPEN_CAMPAIGN = (CampaignState.QUEUED, CampaignState.RUNNING)
+OPEN_ITEM = (ItemState.PENDING, ItemState.RUNNING)
+FINISHED_ITEM = (ItemState.DONE, ItemState.REVIEW, ItemState.FAILED)
 
 
-class CampaignSpec(BaseModel):
-    """`POST /v1/campaigns`: what to make. Texts (`headline`, `cta`) are templates like the
-    prompt; they are composed on top of the generated background, never drawn by the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    brand: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    name: str = Field("", max_length=200)
-    template: str = Field(min_length=1, max_length=2000)
-    variables: dict[str, list[str]] = Field(default_factory=dict)
-    negative_prompt: str | None = Field(None, max_length=2000)
-    ratios: list[str] = Field(default_factory=lambda: ["1:1"], min_length=1, max_length=12)
-    variants: int = Field(1, ge=1, le=16, description="seeds per combination and ratio")
-    formats: list[StillFormat] = Field(default_factory=_default_formats, min_length=1)
-    motion: MotionSpec | None = None
-    headline: str | None = Field(None, max_length=200)
-    cta: str | None = Field(None, max_length=100)
-    size: int = Field(1024, ge=32, le=4096, description="long side of the delivered asset, px")
-    generation_size: int = Field(
-        512, ge=16, le=2048, description="long side the model draws at, px"
-    )
-    steps: int | None = Field(None, ge=1, le=150)
-    guidance: float | None = Field(None, ge=0, le=30)
-    seed: int | None = Field(None, ge=0, lt=2**62, description="base seed (default: random)")
-    priority: int = Field(0, ge=-100, le=100)
-    deadline: datetime | None = None
-    max_regenerations: int = Field(2, ge=0, le=10)
-    review: bool = Field(False, description="send every item to human review")
-    idempotency_key: str | None = Field(None, max_length=200)
-
-    @field_validator("variables")
-    @classmethod
-    def _variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, values in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$", name):
-                raise ValueError(f"variable name {name!r} must be an identifier")
-            if not values:
-                raise ValueError(f"variable {name!r} has no values")
-            if len(values) > MAX_VALUES:
-                raise ValueError(
-                    f"variable {name!r} has {len(values)} values (at most {MAX_VALUES})"
-                )
-            if any(not isinstance(v, str) or not v.strip() or len(v) > 200 for v in values):
-                raise ValueError(f"variable {name!r}: values must be non-empty strings")
-        return value
-
-    @field_validator("ratios")
-    @classmethod
-    def _ratios(cls, value: list[str]) -> list[str]:
-        for r in value:
-            if not _RATIO.match(r):
-                raise ValueError(f"{r!r} is not an aspect ratio like 4:5")
-        if len(set(value)) != len(value):
-            raise ValueError("ratios repeat")
-        return value
-
-    @field_validator("deadline")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("deadline needs a time zone (e.g. 2026-12-01T09:00:00Z)")
-        return value
-
-    @model_validator(mode="after")
-    def _templates(self) -> CampaignSpec:
-        known = set(self.variables) | {"brand"}
-        for field in ("template", "headline", "cta"):
-            text = getattr(self, field)
-            if text is None:
-                continue
-            try:
-                names = {n for _, n, _, _ in string.Formatter().parse(text) if n is not None}
-            except ValueError as err:
-                raise ValueError(
-                    f"{field}: {err} (write literal braces as {{{{ and }}}})"
-                ) from None
-            unknown = sorted(names - known)
-            if unknown:
-                raise ValueError(
-                    f"{field} uses {{{unknown[0]}}} but variables define only "
-                    f"{sorted(self.variables) or 'none'} (and {{brand}})"
-                )
-        if self.item_count() > MAX_ITEMS:
-            raise ValueError(
-                f"the campaign expands to {self.item_count()} items (at most {MAX_ITEMS}); split it"
-            )
-        return self
-
-    def item_count(self) -> int:
-        combos = 1
-        for values in self.variables.values():
-            combos *= len(values)
-        return combos * len(self.ratios) * self.variants
-
-
-@dataclass(frozen=True)
-class PlannedItem:
-    key: str
-    values: dict[str, str]
-    prompt: str
-    ratio: str
-    variant_index: int
-
-
-def expand(spec: CampaignSpec) -> list[PlannedItem]:
-    """Every item of a campaign, in a stable order; keys depend only on the spec."""
-    names = sorted(spec.variables)
-    combos = itertools.product(*(spec.variables[n] for n in names)) if names else [()]
-    items = []
-    for c_index, combo in enumerate(combos):
-        values = dict(zip(names, combo, strict=True))
-        prompt = spec.template.format(brand=spec.brand, **values)
-        for ratio in spec.ratios:
-            for v in range(spec.variants):
-                key = f"{c_index}:{ratio}:{v}"
-                items.append(PlannedItem(key, values, prompt, ratio, v))
-    return items
-
-
-def fill(text: str | None, brand: str, values: dict[str, str]) -> str | None:
-    """A headline or call-to-action template with the item's values."""
-    return None if text is None else text.format(brand=brand, **values)
-
-
-def ratio_size(ratio: str, long_side: int, multiple: int = 8) -> tuple[int, int]:
-    """(width, height) of `ratio` with the given long side, both multiples of `multiple`."""
-    w, h = (int(x) for x in ratio.split(":"))
-    scale = long_side / max(w, h)
-    width = max(multiple, round(w * scale / multiple) * multiple)
-    height = max(multiple, round(h * scale / multiple) * multiple)
-    return width, height
-
-
-def item_seed(base_seed: int, key: str, attempt: int = 0) -> int:
-    """The seed of an item's `attempt`-th render: fixed by the campaign's base seed and the
-    item's key, so a re-run after a crash draws the same image."""
-    digest = hashlib.sha256(f"{base_seed}:{key}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:7], "big")
-
-
-# ---------------------------------------------------------------------------------------------
-# The queue
+def redacted(spec: CampaignSpec) -> CampaignSpec:
+    """`spec` with the personal data in its texts (name, template, negative prompt, headline,
+    call to action, variable values) replaced by placeholders (`serving.delivery.redact`), as it
+    is stored; `Invalid` if the redacted spec no longer holds (a placeholder broke a template)."""
+    data = spec.model_dump(mode="json")
+    for key in ("name", "template", "negative_prompt", "headline", "cta"):
+        if data[key]:
+            data[key] = redact(data[key])
+    data["variables"] = {n: [redact(v) for v in vs] for n, vs in data["variables"].items()}
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as err:
+        raise Invalid(
+            format_validation_errors(err, "the campaign with its personal data redacted")
+        ) from None
 
 
 def submit(
@@ -255,9 +106,11 @@ def submit(
 ) -> tuple[Campaign, bool]:
     """Write a campaign and its items (pending); returns (campaign, created). `canary` is
     (version, rollout id, weight %) during a live rollout. With an `idempotency_key` already used
-    by this actor for this brand, the existing campaign is returned and nothing is written."""
-    from serving.rollout.controller import assign_variant
+    by this actor for this brand, the existing campaign is returned and nothing is written.
 
+    Personal data in the spec's texts is redacted before anything is written (`redacted`): the
+    stored spec, every item's prompt and values hold placeholders, never the address or number.
+    Raises `Invalid` when the redacted spec no longer holds."""
     if spec.idempotency_key:
         existing = session.scalars(
             select(Campaign).where(
@@ -268,6 +121,7 @@ def submit(
         ).first()
         if existing is not None:
             return existing, False
+    spec = redacted(spec)
     now = utcnow()
     spec_json = spec.model_dump(mode="json")
     spec_json["seed"] = base_seed
@@ -281,7 +135,7 @@ def submit(
         champion_version=champion_version,
         canary_version=canary[0] if canary else None,
         canary_weight=canary[2] if canary else 0,
-        state="queued",
+        state=CampaignState.QUEUED,
         created_by=actor,
         idempotency_key=spec.idempotency_key,
         created_at=now,
@@ -290,18 +144,18 @@ def submit(
     session.add(campaign)
     session.flush()
     for planned in expand(spec):
-        variant, version = "champion", champion_version
+        variant, version = Variant.CHAMPION, champion_version
         if canary is not None and canary[2] > 0:
             item_client = f"campaign:{campaign.id}:{planned.key}"
-            if assign_variant(item_client, canary[1], canary[2]) == "canary":
-                variant, version = "canary", canary[0]
+            if assign_variant(item_client, canary[1], canary[2]) == Variant.CANARY:
+                variant, version = Variant.CANARY, canary[0]
         width, height = ratio_size(planned.ratio, spec.size)
         session.add(
             CampaignItem(
                 campaign_id=campaign.id,
                 key=planned.key,
                 brand=spec.brand,
-                prompt=planned.prompt,
+                prompt=redact(planned.prompt),  # values may join into an address
                 values=planned.values,
                 ratio=planned.ratio,
                 width=width,
@@ -310,7 +164,7 @@ def submit(
                 variant=variant,
                 priority=spec.priority,
                 seed=item_seed(base_seed, planned.key),
-                state="pending",
+                state=ItemState.PENDING,
                 created_at=now,
                 updated_at=now,
             )
@@ -330,13 +184,13 @@ def claim(
     now = now or utcnow()
     expires = now + timedelta(seconds=lease_s)
     eligible = or_(
-        CampaignItem.state == "pending",
-        and_(CampaignItem.state == "running", CampaignItem.lease_expires_at < now),
+        CampaignItem.state == ItemState.PENDING,
+        and_(CampaignItem.state == ItemState.RUNNING, CampaignItem.lease_expires_at < now),
     )
     candidates = session.execute(
         select(CampaignItem.id, CampaignItem.state, CampaignItem.lease_owner)
         .join(Campaign, Campaign.id == CampaignItem.campaign_id)
-        .where(eligible, Campaign.state.in_(("queued", "running")))
+        .where(eligible, Campaign.state.in_(OPEN_CAMPAIGN))
         .order_by(
             CampaignItem.priority.desc(),
             Campaign.deadline.is_(None),
@@ -359,11 +213,13 @@ def claim(
                 else CampaignItem.lease_owner == previous,
                 eligible,
             )
-            .values(state="running", lease_owner=owner, lease_expires_at=expires, updated_at=now)
+            .values(
+                state=ItemState.RUNNING, lease_owner=owner, lease_expires_at=expires, updated_at=now
+            )
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
             taken.append(item_id)
-            if state == "running":
+            if state == ItemState.RUNNING:
                 log.warning(
                     "item %s: lease of %s expired; taken over by %s", item_id, previous, owner
                 )
@@ -373,8 +229,8 @@ def claim(
         ).all()
         session.execute(
             update(Campaign)
-            .where(Campaign.id.in_(campaign_ids), Campaign.state == "queued")
-            .values(state="running", updated_at=now)
+            .where(Campaign.id.in_(campaign_ids), Campaign.state == CampaignState.QUEUED)
+            .values(state=CampaignState.RUNNING, updated_at=now)
         )
     session.commit()
     if not taken:
@@ -407,7 +263,7 @@ def finish(
     item_id: int,
     *,
     owner: str,
-    state: Literal["done", "review", "failed"],
+    state: ItemState,
     attempts: int,
     seed: int,
     asset_ids: list[str],
@@ -417,8 +273,11 @@ def finish(
     """Record an item's result if `owner` still holds it; False (nothing written) otherwise.
 
     The caller adds the item's Asset rows to the same session first: they are committed
-    together with the item, or (lease lost) rolled back together.
+    together with the item, or (lease lost) rolled back together. `state` is a finished state
+    (done, review or failed).
     """
+    if state not in FINISHED_ITEM:
+        raise ValueError(f"an item finishes done, review or failed, not {state!r}")
     now = utcnow()
     result = session.execute(
         update(CampaignItem)
@@ -455,7 +314,9 @@ def release(session: Session, item_id: int, *, owner: str, error: str) -> None:
     session.execute(
         update(CampaignItem)
         .where(CampaignItem.id == item_id, CampaignItem.lease_owner == owner)
-        .values(state="pending", lease_owner=None, lease_expires_at=None, error=error[:2000])
+        .values(
+            state=ItemState.PENDING, lease_owner=None, lease_expires_at=None, error=error[:2000]
+        )
     )
     session.commit()
 
@@ -466,34 +327,34 @@ def _close_if_finished(session: Session, campaign_id: str, now: datetime) -> Non
         .select_from(CampaignItem)
         .where(
             CampaignItem.campaign_id == campaign_id,
-            CampaignItem.state.in_(("pending", "running")),
+            CampaignItem.state.in_(OPEN_ITEM),
         )
     )
     if open_items == 0:
         session.execute(
             update(Campaign)
-            .where(Campaign.id == campaign_id, Campaign.state.in_(("queued", "running")))
-            .values(state="done", finished_at=now, updated_at=now)
+            .where(Campaign.id == campaign_id, Campaign.state.in_(OPEN_CAMPAIGN))
+            .values(state=CampaignState.DONE, finished_at=now, updated_at=now)
         )
 
 
 def cancel(session: Session, campaign_id: str, *, actor: str) -> Campaign:
     """Stop a campaign: pending items are cancelled, running ones finish but are not replaced;
-    delivered assets stay. Raises CampaignError 404/409."""
+    delivered assets stay. Raises `NotFound` (no such campaign) or `Conflict` (it has ended)."""
     from serving.auth import audit
 
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
-        raise CampaignError(404, f"no campaign {campaign_id!r}")
-    if campaign.state not in ("queued", "running"):
-        raise CampaignError(409, f"campaign {campaign_id} is already {campaign.state}")
+        raise NotFound(f"no campaign {campaign_id!r}")
+    if campaign.state not in OPEN_CAMPAIGN:
+        raise Conflict(f"campaign {campaign_id} is already {campaign.state}")
     now = utcnow()
     cancelled = session.execute(
         update(CampaignItem)
-        .where(CampaignItem.campaign_id == campaign_id, CampaignItem.state == "pending")
-        .values(state="cancelled", finished_at=now, updated_at=now)
+        .where(CampaignItem.campaign_id == campaign_id, CampaignItem.state == ItemState.PENDING)
+        .values(state=ItemState.CANCELLED, finished_at=now, updated_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    campaign.state = "cancelled"
+    campaign.state = CampaignState.CANCELLED
     campaign.finished_at = now
     campaign.updated_at = now
     audit(
@@ -512,12 +373,12 @@ def progress(
     session: Session, campaign_id: str, *, items: bool = True, now: datetime | None = None
 ) -> dict[str, Any]:
     """A campaign's state, counts per item state, progress, throughput and ETA, and (with
-    `items`) every item with its assets. Raises CampaignError 404."""
+    `items`) every item with its assets. Raises `NotFound`."""
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
-        raise CampaignError(404, f"no campaign {campaign_id!r}")
+        raise NotFound(f"no campaign {campaign_id!r}")
     now = now or utcnow()
-    counts = dict.fromkeys(("pending", "running", "done", "review", "failed", "cancelled"), 0)
+    counts = {state.value: 0 for state in ItemState}
     for state, n in session.execute(
         select(CampaignItem.state, func.count())
         .where(CampaignItem.campaign_id == campaign_id)
@@ -525,11 +386,11 @@ def progress(
     ):
         counts[state] = int(n)
     total = sum(counts.values())
-    finished = counts["done"] + counts["review"] + counts["failed"]
+    finished = sum(counts[state] for state in FINISHED_ITEM)
     first_done = session.scalar(
         select(func.min(CampaignItem.finished_at)).where(
             CampaignItem.campaign_id == campaign_id,
-            CampaignItem.state.in_(("done", "review", "failed")),
+            CampaignItem.state.in_(FINISHED_ITEM),
         )
     )
     rate = None
@@ -538,7 +399,7 @@ def progress(
     if finished and first_done is not None:
         elapsed = max((now - started).total_seconds(), 1e-3)
         rate = finished / elapsed * 60.0  # items per minute since submission
-        remaining = counts["pending"] + counts["running"]
+        remaining = sum(counts[state] for state in OPEN_ITEM)
         eta_s = round(remaining / (rate / 60.0), 1) if remaining else 0.0
     out: dict[str, Any] = {
         "campaign_id": campaign.id,
