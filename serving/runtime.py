@@ -44,6 +44,10 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000) -> 
     import ray
     from ray import serve
 
+    from serving.delivery.redact import install_log_redaction
+
+    # This process's logs (the driver's); each replica installs it again in its own process.
+    install_log_redaction()
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,

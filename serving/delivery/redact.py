@@ -1,7 +1,8 @@
 """Personal data out of prompts before they are stored or logged (DESIGN.md, decision 9).
 
 `redact(text)` replaces each piece of personal data with a typed placeholder; `redactions(text)`
-says what was found where. Kinds, and the placeholder each becomes:
+says what was found where; `install_log_redaction()` applies it to every log record of the
+serving tier. Kinds, and the placeholder each becomes:
 
     email    jane.doe@example.com                      [email]
     phone    +44 20 7946 0958, (555) 123-4567,         [phone]
@@ -30,7 +31,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 Span = tuple[str, int, int]
 
@@ -233,14 +236,90 @@ def redact(text: str) -> str:
     return "".join(out)
 
 
+# Loggers whose records are redacted as they are made, wherever they are handled: ours, and Ray
+# Serve's (its replica logs carry the errors of requests, and Serve replaces its handlers, and
+# their filters, when a replica starts).
+REDACTED_LOGGERS = ("serving", "ray.serve")
+# Loggers whose handlers get the filter too, besides the root logger's: a prompt that reaches
+# a library's message (an exception text, a uvicorn error) is redacted on its way out.
+_HANDLED_LOGGERS = ("serving", "ray", "ray.serve", "uvicorn", "uvicorn.error", "uvicorn.access")
+_install_lock = threading.Lock()
+_factory_installed = False
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Redact a log record in place: its message (arguments merged in first), the text of
+    its exception and its stack. A record whose message cannot be formatted is left as it is
+    (the handler reports that error as usual)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 (a logging call must never fail because of redaction)
+        return
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg = cleaned
+        record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+    if record.exc_text:
+        text = redact(record.exc_text)
+        if text != record.exc_text:
+            # Formatters print exc_text when it is set; one that formats exc_info itself
+            # (a JSON formatter) would print the raw text, so the exception goes.
+            record.exc_text, record.exc_info = text, None
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactFilter(logging.Filter):
-    """A logging filter that redacts each record's message (arguments merged in first), so
-    that a prompt logged anywhere below the handler or logger it is attached to is redacted."""
+    """A logging filter that redacts each record (`redact_record`), so that a prompt logged
+    anywhere below the handler or logger it is attached to is redacted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg = cleaned
-            record.args = None
+        redact_record(record)
         return True
+
+
+_FILTER = RedactFilter()
+
+
+def install_log_redaction() -> None:
+    """Redact personal data in this process's logs (DESIGN.md, decision 9); idempotent.
+
+    Records of the `serving` and `ray.serve` loggers and their children are redacted when
+    they are made (a wrapper around the log record factory), so a logger created later, or a
+    handler added later, changes nothing. Besides, every handler of the root logger and of
+    the `serving`, `ray` and `uvicorn` loggers, and Python's last-resort handler, gets a
+    `RedactFilter`, for other libraries' records that repeat a prompt. Call it where a process
+    starts: `serving.runtime.start` and each Ray Serve deployment's `__init__`.
+    """
+    global _factory_installed
+    with _install_lock:
+        targets: list[logging.Filterer] = [logging.getLogger(name) for name in REDACTED_LOGGERS]
+        for logger in [logging.getLogger(), *map(logging.getLogger, _HANDLED_LOGGERS)]:
+            targets.extend(logger.handlers)
+        if logging.lastResort is not None:
+            targets.append(logging.lastResort)
+        for target in targets:
+            if not any(isinstance(f, RedactFilter) for f in target.filters):
+                target.addFilter(_FILTER)
+        if not _factory_installed:
+            logging.setLogRecordFactory(_redacting_factory(logging.getLogRecordFactory()))
+            _factory_installed = True
+
+
+def _redacting_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        if _covered(record.name):
+            redact_record(record)
+        return record
+
+    return factory
+
+
+def _covered(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in REDACTED_LOGGERS)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from serving.delivery.redact import KINDS, RedactFilter, iban_ok, luhn_ok, redact, redactions
+from serving.delivery import redact as redact_module
+from serving.delivery.redact import (
+    KINDS,
+    RedactFilter,
+    iban_ok,
+    install_log_redaction,
+    luhn_ok,
+    redact,
+    redactions,
+)
 
 # (prompt, redacted): each kind in the formats people write it, inside a sentence.
 POSITIVES = [
@@ -177,3 +188,91 @@ def test_the_log_filter_redacts_messages_and_their_arguments(caplog) -> None:
         "prompt 'banner for [email]' from [ip]",
         "prompt spring 2026 sale, 16:9",
     ]
+
+
+PROMPT = "poster for the launch, call +44 20 7946 0958 or mail jane.doe@example.com"
+REDACTED = "poster for the launch, call [phone] or mail [email]"
+
+
+@pytest.fixture
+def log_redaction(monkeypatch) -> Iterator[None]:
+    """`install_log_redaction()` for one test: the record factory and every filter it adds are
+    taken away again afterwards, so other tests see logging as they found it."""
+    monkeypatch.setattr(redact_module, "_factory_installed", False)
+    factory = logging.getLogRecordFactory()
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(factory)
+        filterers = [logging.lastResort, *logging.root.handlers]
+        for logger in logging.root.manager.loggerDict.values():
+            if isinstance(logger, logging.Logger):
+                filterers += [logger, *logger.handlers]
+        for filterer in filterers:
+            if filterer is not None:
+                filterer.filters = [f for f in filterer.filters if not isinstance(f, RedactFilter)]
+
+
+def _capture(logger: logging.Logger) -> io.StringIO:
+    """What a handler attached straight to `logger` (after installing) writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    return stream
+
+
+def test_prompts_in_serving_logs_are_redacted_at_info_and_in_an_error_path(
+    log_redaction, caplog
+) -> None:
+    install_log_redaction()
+    # a module logger made after installing (a lazily imported module), on its own handler
+    logger = logging.getLogger("serving.api.routes.generate_later")
+    stream = _capture(logger)
+    try:
+        with caplog.at_level(logging.INFO):
+            logger.info("generate: prompt %r (n=%d)", PROMPT, 2)
+            try:
+                raise RuntimeError(f"the generator failed on {PROMPT}")
+            except RuntimeError:
+                logger.exception("generation failed for %s", PROMPT)
+    finally:
+        logger.handlers.clear()
+    for text in (stream.getvalue(), caplog.text):
+        assert f"generate: prompt '{REDACTED}' (n=2)" in text
+        assert f"generation failed for {REDACTED}" in text
+        assert f"RuntimeError: the generator failed on {REDACTED}" in text  # the traceback
+        assert "jane.doe" not in text and "7946" not in text
+    assert "Traceback (most recent call last)" in stream.getvalue()
+
+
+def test_ray_serve_records_and_root_handlers_are_redacted(log_redaction, caplog) -> None:
+    install_log_redaction()
+    serve = logging.getLogger("ray.serve")
+    stream = _capture(serve)  # Serve replaces its handlers when a replica starts
+    other = logging.getLogger("tests.some_library")
+    try:
+        with caplog.at_level(logging.INFO):
+            serve.warning("replica error: %s", PROMPT)
+            other.warning("a library repeats %s", PROMPT)  # only the handler filters see it
+    finally:
+        serve.removeHandler(serve.handlers[-1])
+    assert stream.getvalue() == f"WARNING ray.serve replica error: {REDACTED}\n"
+    # pytest's capture handler sits on the root logger, like a process's log handler
+    assert f"a library repeats {REDACTED}" in caplog.text and "jane.doe" not in caplog.text
+
+
+def test_installing_twice_adds_one_filter_and_one_factory(log_redaction) -> None:
+    before = logging.getLogRecordFactory()
+    install_log_redaction()
+    factory = logging.getLogRecordFactory()
+    install_log_redaction()
+    assert factory is not before and logging.getLogRecordFactory() is factory
+    serving = logging.getLogger("serving")
+    assert sum(isinstance(f, RedactFilter) for f in serving.filters) == 1
+    for handler in logging.root.handlers:
+        assert sum(isinstance(f, RedactFilter) for f in handler.filters) == 1
+    record = factory("serving.x", logging.INFO, __file__, 1, "mail %s", ("a@b.io",), None)
+    assert record.getMessage() == "mail [email]"
+    plain = factory("tests.x", logging.INFO, __file__, 1, "mail %s", ("a@b.io",), None)
+    assert plain.getMessage() == "mail a@b.io"  # outside serving: left to the handlers
