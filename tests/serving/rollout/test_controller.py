@@ -1,5 +1,5 @@
-"""Canary rollouts (serving.rollout.controller): the sticky split, the step analysis, and the controller
-against a real MLflow registry and the serving database, on SQLite and on PostgreSQL.
+"""The rollout controller (serving.rollout.controller) against a real MLflow registry and the
+serving database, on SQLite and on PostgreSQL.
 
 The controller tests own a brand (`brandforge-rollout`, registered once for this module on the
 served registry's store): v1 champion, v2 and v3 passed their gates, v4 rejected. Each test
@@ -8,148 +8,38 @@ starts from v1 champion and no canary alias.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from brandforge.params import RolloutParams
 from registry import core
-from serving.db.models import AuditLog, RequestLog, Rollout, engine_for, init_db, session_factory, utcnow
-from serving.rollout.controller import RolloutController, RolloutError, analyse, assign_variant
+from serving.db.engine import engine_for, session_factory
+from serving.db.models import (
+    ROLLOUT_MODES,
+    ROLLOUT_STATES,
+    VARIANTS,
+    AuditLog,
+    RequestLog,
+    Rollout,
+    utcnow,
+)
+from serving.errors import Conflict, Invalid
+from serving.rollout.controller import RolloutController
+from serving.rollout.records import Outcome, RolloutMode, RolloutState
+from serving.rollout.split import Variant
 from tests.registry.test_registry import REJECTED, Project
-from tests.serving.test_auth import pg_url  # noqa: F401  (fixture)
 
 BRAND = "rollout"
 NAME = f"brandforge-{BRAND}"
 STEPS = [5, 25, 50, 100]
 PARAMS = RolloutParams(min_requests=5, min_seconds=0)
-
-
-# --------------------------------------------------------------------------------------------
-# Traffic split
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("weight", [5, 25, 50])
-def test_split_follows_the_weight(weight: int) -> None:
-    clients = [f"client-{i}" for i in range(1000)]
-    share = sum(assign_variant(c, 42, weight) == "canary" for c in clients) / 10
-    assert abs(share - weight) <= 3, share
-
-
-def test_split_is_sticky_as_the_weight_grows() -> None:
-    clients = [uuid.UUID(int=i).hex for i in range(1000)]
-    previous: set[str] = set()
-    for weight in (0, 1, 5, 25, 50, 99, 100):
-        canary = {c for c in clients if assign_variant(c, 7, weight) == "canary"}
-        assert previous <= canary  # nobody moves back to the champion
-        assert canary == {c for c in clients if assign_variant(c, 7, weight) == "canary"}
-        previous = canary
-    assert previous == set(clients)
-    assert not any(assign_variant(c, 7, 0) == "canary" for c in clients)
-    # each rollout draws its own slice of the clients
-    other = {c for c in clients if assign_variant(c, 8, 25) == "canary"}
-    assert other != {c for c in clients if assign_variant(c, 7, 25) == "canary"}
-    with pytest.raises(ValueError, match="0..100"):
-        assign_variant("x", 1, 101)
-
-
-# --------------------------------------------------------------------------------------------
-# Step analysis on constructed rows
-# --------------------------------------------------------------------------------------------
-
-
-def rows(
-    n: int,
-    *,
-    errors: int = 0,
-    latency: float = 0.2,
-    score: float | None = 0.9,
-    images: int = 4,
-    failed: int = 0,
-) -> list[dict[str, Any]]:
-    """`n` requests, the first `errors` of them failed; each ok one with `images` images of
-    mean compliance `score`, `failed` of which failed the brand kit."""
-    return [
-        {
-            "ok": i >= errors,
-            "latency_s": latency,
-            "images": images if i >= errors else 0,
-            "compliance_mean": score if i >= errors else None,
-            "compliance_failed": failed if i >= errors else 0,
-        }
-        for i in range(n)
-    ]
-
-
-def judge(champion: list[dict], canary: list[dict], *, elapsed: float = 600, **limits: Any):
-    return analyse(
-        champion,
-        canary,
-        RolloutParams(**limits),
-        elapsed_s=elapsed,
-        min_requests=50,
-        min_seconds=300,
-    )
-
-
-def test_analysis_waits_for_enough_requests_and_time() -> None:
-    few = judge(rows(100), rows(49))
-    assert few.decision == "wait" and "min_requests is 50" in few.reasons[0]
-    # even a bad canary is not judged on too little traffic
-    assert judge(rows(100), rows(49, errors=49)).decision == "wait"
-    early = judge(rows(100), rows(100), elapsed=299)
-    assert early.decision == "wait" and "min_seconds is 300" in early.reasons[0]
-    assert judge(rows(100), rows(50), elapsed=300).decision == "pass"
-
-
-def test_analysis_passes_equal_traffic_and_reports_measurements() -> None:
-    result = judge(rows(200, errors=2, failed=1), rows(50, errors=0, failed=1))
-    assert result.decision == "pass" and result.reasons == []
-    m = result.measurements
-    assert m["champion"]["requests"] == 200 and m["champion"]["error_rate"] == 0.01
-    assert m["canary"]["p95_latency_s"] == 0.2 and m["canary"]["compliance_mean"] == pytest.approx(
-        0.9
-    )
-    assert m["canary"]["failed_compliance_rate"] == 0.25
-    assert [c["passed"] for c in m["checks"]] == [True, True, True, True]
-
-
-@pytest.mark.parametrize(
-    ("canary", "parameter", "words"),
-    [
-        (rows(50, errors=5), "max_error_rate_increase", "error rate rose by 0.100"),
-        (rows(50, latency=0.5), "max_p95_latency_ratio", "p95 latency is 2.50x"),
-        (rows(50, score=0.8), "max_compliance_drop", "mean compliance dropped by 0.100"),
-        (rows(50, failed=1), "max_failed_compliance_increase", "failed-compliance rate rose"),
-    ],
-)
-def test_analysis_fails_on_each_threshold(canary: list[dict], parameter: str, words: str) -> None:
-    result = judge(rows(100), canary)
-    assert result.decision == "fail"
-    assert len(result.reasons) == 1 and words in result.reasons[0]
-    assert parameter in result.reasons[0]
-    assert [c.parameter for c in result.failed] == [parameter]
-
-
-def test_analysis_skips_comparisons_without_champion_data() -> None:
-    # a live step at 100 %: the champion gets no requests in the window
-    result = judge([], rows(50))
-    assert result.decision == "pass"
-    assert all(c.passed is None for c in result.checks)
-    # the champion failed everything: no latency to compare, the error rate still counts
-    broken = judge(rows(60, errors=60), rows(50, latency=9.0))
-    latency = next(c for c in broken.checks if c.parameter == "max_p95_latency_ratio")
-    assert latency.passed is None and "no successful requests" in latency.note
-    assert broken.decision == "pass"
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,19 +88,10 @@ def registry(registry_env, rollout_brand) -> Iterator[Any]:
     reset()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'serving.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = engine_for(db_url)
-    init_db(engine)
-    yield session_factory(engine)
-    engine.dispose()
+def sessions(db_engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions on an empty serving database, SQLite and PostgreSQL (`db_engine`)."""
+    yield session_factory(db_engine)
 
 
 @pytest.fixture
@@ -369,9 +250,9 @@ def test_abort(ctl, registry, sessions) -> None:
     assert core.alias_version(registry, NAME, "champion").version == "1"
     assert ("max", "rollout.abort") in audit_actions(sessions)
     assert ctl.get(BRAND)["mode"] == "shadow"
-    with pytest.raises(RolloutError, match="no rollout is running"):
+    with pytest.raises(Conflict, match="no rollout is running"):
         ctl.evaluate(BRAND)
-    with pytest.raises(RolloutError, match="no rollout is running"):
+    with pytest.raises(Conflict, match="no rollout is running"):
         ctl.abort(BRAND, actor="max", reason="again")
 
 
@@ -406,23 +287,28 @@ def test_the_step_window_starts_when_the_step_does(ctl, registry, sessions) -> N
 
 
 def test_start_refusals(ctl, registry) -> None:
-    with pytest.raises(RolloutError, match="already the champion"):
+    with pytest.raises(Conflict, match="already the champion"):
         ctl.start(BRAND, "1", actor="rita")
-    with pytest.raises(ValueError, match="failed its gates"):
+    with pytest.raises(Conflict, match="failed its gates"):
         ctl.start(BRAND, "4", actor="rita")
-    with pytest.raises(ValueError, match="has no version 9"):
+    with pytest.raises(Conflict, match="has no version 9"):
         ctl.start(BRAND, "9", actor="rita")
-    with pytest.raises(RolloutError, match="no champion"):
+    with pytest.raises(Conflict, match="no champion"):
         ctl.start("nobody", "1", actor="rita")
-    with pytest.raises(RolloutError, match="steps"):
+    # settings out of bounds are invalid requests, not conflicts (they were a 409)
+    with pytest.raises(Invalid, match="steps"):
         ctl.start(BRAND, "2", steps=[50, 25], actor="rita")
-    with pytest.raises(RolloutError, match="mode"):
+    with pytest.raises(Invalid, match="min_requests"):
+        ctl.start(BRAND, "2", min_requests=10**24, actor="rita")
+    with pytest.raises(Invalid, match="min_seconds"):
+        ctl.start(BRAND, "2", min_seconds=float("inf"), actor="rita")
+    with pytest.raises(Invalid, match="mode"):
         ctl.start(BRAND, "2", mode="dark", actor="rita")
     assert ctl.current(BRAND) is None and ctl.get(BRAND)["state"] == "none"
     assert core.alias_version(registry, NAME, "canary") is None
 
     ctl.start(BRAND, "2", actor="rita")
-    with pytest.raises(RolloutError, match="already running"):
+    with pytest.raises(Conflict, match="already running"):
         ctl.start(BRAND, "3", actor="rita")
     assert core.alias_version(registry, NAME, "canary").version == "2"
 
@@ -474,6 +360,13 @@ def test_the_database_holds_one_running_rollout_per_brand(sessions) -> None:
         s.add(row())
         with pytest.raises(IntegrityError):
             s.commit()
+
+
+def test_states_modes_and_variants_are_the_database_values() -> None:
+    assert tuple(RolloutState) == ROLLOUT_STATES
+    assert tuple(RolloutMode) == ROLLOUT_MODES
+    assert tuple(Variant) == VARIANTS
+    assert Outcome.PROMOTE == "promote"
 
 
 def test_tables_and_request_log(sessions) -> None:
