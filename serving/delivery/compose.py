@@ -6,7 +6,8 @@ from the kit's `layouts:` (brand.yaml), else `brandforge.brandkit.default_layout
 are chosen so the result passes `evaluation.compliance.compliance_report` for text contrast in
 the returned `text_boxes`: a palette colour when one contrasts enough with the pixels behind the
 text, else a plate behind it, else black or white (the only colours outside the palette compose
-ever draws, and only when no palette pair reaches the brand's minimum contrast).
+ever draws, and only when no palette pair reaches the brand's minimum contrast). Fitting the
+text into its box is `serving.delivery.typeset`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from textwrap import shorten
 from typing import Any
 
 import numpy as np
@@ -25,18 +25,14 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from brandforge.brandkit import Box, BrandKit, BrandKitError, LogoRules, TextBox, parse_ratio
 from brandforge.wcag import contrast_ratio, relative_luminance
 from evaluation.text_regions import region_contrast
+from serving.delivery.typeset import PAD_X, PAD_Y, Font, PixelBox, fit_text, line_metrics
 
 logger = logging.getLogger(__name__)
 
-PixelBox = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 and y1 exclusive
 RGB = tuple[int, int, int]
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 # Black and white: the fallback when no palette colour (pair) reaches the brand's contrast.
 _NEUTRALS: tuple[tuple[str, RGB], ...] = (("black", (0, 0, 0)), ("white", (255, 255, 255)))
-_ELLIPSIS = "…"
-_LINE_SPACING = 0.15  # extra space between lines, share of the font size
-_PAD_X, _PAD_Y = 0.3, 0.2  # room around the text (and the plate's margin), share of font size
 # The pixels behind the text are judged by these luminance percentiles, not their extremes:
 # a few stray pixels do not decide the colour, and region_contrast checks the result anyway.
 _BEHIND_PERCENTILES = (2.0, 98.0)
@@ -230,110 +226,6 @@ def _load_font(path: Path, size: int) -> Font:
         raise BrandAssetError(f"{path}: cannot read the font file ({err})") from None
 
 
-@dataclass(frozen=True)
-class _Fit:
-    size: int
-    lines: list[str]
-    line_height: int  # baseline to baseline
-    truncated: bool
-
-
-def _wrap(words: list[str], font: Font, width: float, *, break_words: bool) -> list[str] | None:
-    """Greedy word wrap; None when a word is wider than `width` and break_words is off."""
-    lines: list[str] = []
-    current = ""
-    for word in words:
-        candidate = f"{current} {word}" if current else word
-        if font.getlength(candidate) <= width:
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        if font.getlength(word) <= width:
-            current = word
-        elif not break_words:
-            return None
-        else:  # a word wider than the box at the minimum size: split it where it must
-            piece = ""
-            for char in word:
-                if piece and font.getlength(piece + char) > width:
-                    lines.append(piece)
-                    piece = ""
-                piece += char
-            current = piece
-    if current:
-        lines.append(current)
-    return lines
-
-
-def _metrics(font: Font, size: int) -> tuple[int, int]:
-    """Line height (ascent + descent) and the spacing added between lines."""
-    ascent, descent = font.getmetrics()  # type: ignore[union-attr]
-    return ascent + descent, round(_LINE_SPACING * size)
-
-
-def _fit_text(
-    text: str, spec_box: PixelBox, low: int, high: int, font_at: Callable[[int], Font]
-) -> _Fit:
-    """Largest size in [low, high] whose wrapped lines fit the box (minus padding); at `low`
-    what does not fit is cut, the last line ending in an ellipsis."""
-    words = text.split()
-    box_w, box_h = spec_box[2] - spec_box[0], spec_box[3] - spec_box[1]
-
-    def attempt(size: int) -> _Fit | None:
-        font = font_at(size)
-        inner_w = box_w - 2 * round(_PAD_X * size)
-        inner_h = box_h - 2 * round(_PAD_Y * size)
-        lines = _wrap(words, font, inner_w, break_words=False) if inner_w > 0 else None
-        if lines is None:
-            return None
-        line_h, spacing = _metrics(font, size)
-        if len(lines) * (line_h + spacing) - spacing > inner_h:
-            return None
-        return _Fit(size, lines, line_h + spacing, truncated=False)
-
-    best = attempt(low)
-    if best is not None:  # binary search: the fit only gets harder as the size grows
-        lo, hi = low, high
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            found = attempt(mid)
-            if found is not None:
-                best, lo = found, mid
-            else:
-                hi = mid - 1
-        return best
-
-    font = font_at(low)
-    inner_w = box_w - 2 * round(_PAD_X * low)
-    inner_h = box_h - 2 * round(_PAD_Y * low)
-    line_h, spacing = _metrics(font, low)
-    max_lines = (inner_h + spacing) // (line_h + spacing)
-    if max_lines < 1 or inner_w <= font.getlength(_ELLIPSIS):
-        raise ValueError(
-            f"a text box of {box_w}x{box_h} px cannot hold one line at the minimum size {low} px"
-        )
-    lines = _wrap(words, font, inner_w, break_words=True) or [""]
-    kept, rest = lines[:max_lines], lines[max_lines:]
-    if rest:
-        last = kept[-1]
-        while last and font.getlength(last.rstrip() + _ELLIPSIS) > inner_w:
-            cut = last.rstrip().rsplit(" ", 1)
-            last = cut[0] if len(cut) == 2 else last.rstrip()[:-1]
-        kept[-1] = last.rstrip() + _ELLIPSIS
-    logger.warning(
-        "text %r does not fit its %dx%d px box at the minimum size %d px; truncated to %d of "
-        "its %d characters",
-        shorten(text, 80, placeholder=" ..."),
-        box_w,
-        box_h,
-        low,
-        len(" ".join(kept)) - 1,
-        len(text),
-    )
-    return _Fit(low, kept, line_h + spacing, truncated=bool(rest))
-
-
 def _palette(kit: BrandKit) -> list[tuple[str, RGB]]:
     return [(c.name, c.rgb) for c in kit.palette]
 
@@ -375,12 +267,12 @@ def _draw_text(
     low = max(6, round(spec.min_size * height))
     high = max(low, round(spec.max_size * height))
     try:
-        fit = _fit_text(text, area, low, high, font_at)
+        fit = fit_text(text, area, low, high, font_at)
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
     font = font_at(fit.size)
-    pad_x, pad_y = round(_PAD_X * fit.size), round(_PAD_Y * fit.size)
-    line_h, spacing = _metrics(font, fit.size)
+    pad_x, pad_y = round(PAD_X * fit.size), round(PAD_Y * fit.size)
+    line_h, spacing = line_metrics(font, fit.size)
     widths = [font.getlength(line) for line in fit.lines]
     block_w = round(max(widths))
     block_h = len(fit.lines) * fit.line_height - spacing

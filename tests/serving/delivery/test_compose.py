@@ -291,7 +291,7 @@ def test_a_long_headline_is_shrunk_and_wrapped_and_cut_only_at_the_minimum_size(
     assert short.layout["headline"]["size_px"] == largest
 
     longer = "Summer sale: forty percent off every teal thing in the store"
-    caplog.set_level(logging.WARNING, logger="serving.delivery.compose")
+    caplog.set_level(logging.WARNING, logger="serving.delivery.typeset")
     wrapped = compose(
         background("dark", size),
         kit,
