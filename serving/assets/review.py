@@ -1,13 +1,16 @@
-"""Human review of generated assets: the queue, the decision, and a small web page for it.
+"""Human review of generated assets: who may see an asset, the review queue and the decision.
 
 An asset that fails its brand's compliance check after the retries, or belongs to a brand that
 requires human review, is stored with `status="review"` and delivered to nobody until a person
-decides. Approved assets become deliverable and, through `brandforge data feedback`
-(`serving.assets.feedback`), training images of the brand's next adapter; rejected ones become its
-negative examples. So a decision is recorded with who, when and why, and audited.
+decides: until then only keys with role `review` (or `admin`) may see it, and a rejected asset
+is never delivered (`asset_visible`, `require_visible`). Approved assets become deliverable
+and, through `brandforge data feedback` (`serving.assets.feedback`), training images of the
+brand's next adapter; rejected ones become its negative examples. So a decision is recorded
+with who, when and why, and audited.
 
-This module has no web framework in it: `serving.app` maps these functions onto HTTP. The
-contract it exposes:
+This module has no web framework in it: the API (`serving.api.routes.review`) maps these
+functions onto HTTP, and their refusals (`serving.errors` kinds, `serving.auth.Forbidden`) onto
+status codes. The contract:
 
 - `GET /review` serves the review page (`serving/api/static/`, `serving.api.routes.review`).
   Loading the page needs no key (it holds no data); every API call it makes does.
@@ -16,10 +19,11 @@ contract it exposes:
 - `POST /v1/review/{asset_id}` (role `review`), JSON `{"decision": "approve" | "reject",
   "reason": "..."}` (reason required to reject, 1..500 characters) → `decide(...)` with
   `actor=<the key's name>`, `brands=<the key's brands>`; returns the updated asset summary.
-- `ReviewError.status` is the HTTP status (404 unknown asset, 409 not waiting for review, 422
-  bad input, 403 another brand's asset) and `ReviewError.message` the `detail`.
+- Refusals: `NotFound` (unknown asset, 404), `Conflict` (not waiting for review, 409),
+  `Invalid` (bad input, 422), `Forbidden` (another brand's asset, 403); the message is the
+  `detail`.
 - The page shows thumbnails by fetching `GET /v1/assets/{asset_id}` with the same key, so that
-  endpoint must let a `review` key read its brands' assets in review.
+  endpoint must let a `review` key read its brands' assets in review (`require_visible`).
 
 The page computes its API base from its own path (`<prefix>/review` → `<prefix>/v1/...`), so it
 keeps working behind a route prefix.
@@ -28,32 +32,69 @@ keeps working behind a route prefix.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from serving.auth import ALL_BRANDS, audit
+from serving.auth import ADMIN, ALL_BRANDS, Forbidden, audit
 from serving.db.models import Asset, utcnow
+from serving.errors import Conflict, Gone, Invalid, NotFound
+from serving.text import text_problem
 
-REVIEW = "review"
-APPROVED = "approved"
-REJECTED = "rejected"
 REASON_MAX = 500
 QUEUE_LIMIT_MAX = 200
 # Asset ids are URL-safe tokens (`serving.db.models.new_asset_id`); anything else names no asset.
 _ASSET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class ReviewError(Exception):
-    """A review request that cannot be served; `status` is the HTTP status to answer with."""
+class AssetStatus(StrEnum):
+    """An asset's status (`assets.status`)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    DELIVERED = "delivered"  # passed its checks: delivered to the brand's keys
+    REVIEW = "review"  # waiting for a person: visible to reviewers only
+    APPROVED = "approved"  # a reviewer approved it: delivered like `delivered`
+    REJECTED = "rejected"  # a reviewer rejected it: never delivered, kept as a negative example
+    DELETED = "deleted"  # its file is gone (retention or erasure); the row stays for the audit
+
+
+# Statuses whose files any key of the brand may fetch, and count impressions and clicks of.
+DELIVERABLE = frozenset({AssetStatus.DELIVERED, AssetStatus.APPROVED})
+# Statuses only a reviewer may see.
+HELD = frozenset({AssetStatus.REVIEW, AssetStatus.REJECTED})
+REVIEWER_ROLES = frozenset({"review", ADMIN})
+
+
+def asset_visible(status: str, roles: Iterable[str]) -> bool:
+    """Whether a key holding `roles` may see (fetch) an asset in `status`: a delivered or
+    approved asset any key of its brand, one waiting for review or rejected a reviewer (role
+    `review` or `admin`) only, a deleted one nobody. The brand is checked separately."""
+    if status in DELIVERABLE:
+        return True
+    if status in HELD:
+        return not REVIEWER_ROLES.isdisjoint(roles)
+    return False
+
+
+def require_visible(asset_id: str, status: str, roles: Iterable[str]) -> None:
+    """Nothing when `asset_visible`; otherwise `Gone` for a deleted asset and `Forbidden` for
+    one held for review (the key is of the asset's brand, so it may know why)."""
+    if status == AssetStatus.DELETED:
+        raise Gone(f"asset {asset_id!r} was deleted (retention or erasure)")
+    if asset_visible(status, roles):
+        return
+    if status == AssetStatus.REVIEW:
+        raise Forbidden(
+            f"asset {asset_id!r} is waiting for review: only keys with role 'review' may fetch "
+            "it until a reviewer approves it"
+        )
+    if status == AssetStatus.REJECTED:
+        raise Forbidden(f"asset {asset_id!r} was rejected in review: it is never delivered")
+    raise NotFound(f"no asset {asset_id!r}")  # an unknown status: deliver nothing
 
 
 class DecisionRequest(BaseModel):
@@ -104,17 +145,20 @@ def review_queue(
     """The assets waiting for review on `brands` (`["*"]`: every brand), oldest first.
 
     Returns `{"total": n, "items": [...]}`: `total` counts the whole queue, `items` is the page
-    `offset`..`offset + limit`. Raises `ReviewError` (422) for a limit outside
-    1..QUEUE_LIMIT_MAX or a negative offset.
+    `offset`..`offset + limit` (empty past the end, however large the offset). Raises `Invalid`
+    for a limit outside 1..QUEUE_LIMIT_MAX or a negative offset.
     """
     if not 1 <= limit <= QUEUE_LIMIT_MAX:
-        raise ReviewError(422, f"limit={limit} is out of range; give 1..{QUEUE_LIMIT_MAX}")
+        raise Invalid(f"limit={limit} is out of range; give 1..{QUEUE_LIMIT_MAX}")
     if offset < 0:
-        raise ReviewError(422, f"offset={offset} is negative; give 0 or more")
-    where = [Asset.status == REVIEW, Asset.deleted_at.is_(None)]
+        raise Invalid(f"offset={offset} is negative; give 0 or more")
+    where = [Asset.status == AssetStatus.REVIEW, Asset.deleted_at.is_(None)]
     if not _all(brands):
         where.append(Asset.brand.in_(sorted(set(brands))))
     total = session.scalar(select(func.count()).select_from(Asset).where(*where)) or 0
+    if offset >= total:
+        # Past the end; this also keeps an offset too large for a database integer out of SQL.
+        return {"total": int(total), "items": []}
     rows = session.scalars(
         select(Asset).where(*where).order_by(Asset.created_at, Asset.id).limit(limit).offset(offset)
     )
@@ -134,12 +178,15 @@ def _summary(asset: Asset) -> dict[str, Any]:
 def _clean_reason(reason: str | None, *, approve: bool) -> str | None:
     text = (reason or "").strip()
     if len(text) > REASON_MAX:
-        raise ReviewError(
-            422, f"the reason is {len(text)} characters long; shorten it to {REASON_MAX} at most"
+        raise Invalid(
+            f"the reason is {len(text)} characters long; shorten it to {REASON_MAX} at most"
         )
+    problem = text_problem(text, blank_ok=True)
+    if problem is not None:
+        raise Invalid(f"reason: {problem}")
     if not text and not approve:
-        raise ReviewError(
-            422, f"a rejection needs a reason (1 to {REASON_MAX} characters): say what is wrong"
+        raise Invalid(
+            f"a rejection needs a reason (1 to {REASON_MAX} characters): say what is wrong"
         )
     return text or None
 
@@ -158,37 +205,35 @@ def decide(
     Records the reviewer (`actor`), the time and the reason on the asset and writes an audit row
     (`asset.approve` / `asset.reject`). Only an asset in `review` can be decided, and only once:
     the status changes in one conditional UPDATE, so two reviewers deciding at the same moment
-    get one success and one 409, never two decisions. Raises `ReviewError`: 422 (rejection
-    without a reason, reason over 500 characters), 404 (no such asset), 403 (its brand is not in
-    `brands`), 409 (not waiting for review). Flushes, does not commit.
+    get one success and one conflict, never two decisions. Raises `Invalid` (rejection without
+    a reason, reason over 500 characters), `NotFound` (no such asset), `Forbidden` (its brand is
+    not in `brands`), `Conflict` (not waiting for review). Flushes, does not commit.
     """
     text = _clean_reason(reason, approve=approve)
     asset = session.get(Asset, asset_id) if _ASSET_ID.match(asset_id) else None
     if asset is None or asset.deleted_at is not None:
-        raise ReviewError(404, f"no asset {asset_id!r}")
+        raise NotFound(f"no asset {asset_id!r}")
     if not _all(brands) and asset.brand not in brands:
-        raise ReviewError(
-            403, f"this key may not review brand {asset.brand!r} (asset {asset_id!r})"
-        )
-    if asset.status != REVIEW:
+        raise Forbidden(f"this key may not review brand {asset.brand!r} (asset {asset_id!r})")
+    if asset.status != AssetStatus.REVIEW:
         decided = (
             f", decided by {asset.reviewed_by} at {_iso(asset.reviewed_at)}"
             if asset.reviewed_by
             else ""
         )
-        raise ReviewError(
-            409, f"asset {asset_id!r} is not waiting for review (status {asset.status!r}{decided})"
+        raise Conflict(
+            f"asset {asset_id!r} is not waiting for review (status {asset.status!r}{decided})"
         )
-    status = APPROVED if approve else REJECTED
+    status = AssetStatus.APPROVED if approve else AssetStatus.REJECTED
     now = utcnow()
     result = session.execute(
         update(Asset)
-        .where(Asset.id == asset_id, Asset.status == REVIEW)
+        .where(Asset.id == asset_id, Asset.status == AssetStatus.REVIEW)
         .values(status=status, reviewed_by=actor, reviewed_at=now, review_reason=text)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise ReviewError(409, f"asset {asset_id!r} was decided by someone else just now")
+        raise Conflict(f"asset {asset_id!r} was decided by someone else just now")
     session.refresh(asset)
     audit(
         session,

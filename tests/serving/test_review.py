@@ -1,16 +1,17 @@
-"""Human review: the queue and decisions on a real SQLite database, and the review page driven
-in headless Chromium against a real HTTP server.
+"""The review web page, driven in headless Chromium against a real HTTP server.
 
-The server here is a small FastAPI app wired to `serving.assets.review` the way the HTTP contract in its
-docstring says, with real API keys (`serving.auth`) and the real asset store. `drive_review_page`
-holds the browser steps, so the same walk can be pointed at the Ray Serve app.
+The server here is a small FastAPI app wired to `serving.assets.review` the way the HTTP contract
+in its docstring says, serving the API's page (`serving.api.routes.review`), with real API keys
+(`serving.auth`) and the real asset store; refusals map to status codes through the API's one
+mapping (`serving.api.errors.status_of`). `drive_review_page` holds the browser steps, so the
+same walk can be pointed at the Ray Serve app. (The review functions themselves are tested in
+tests/serving/assets/test_review.py.)
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import re
 import socket
 import threading
@@ -22,26 +23,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from PIL import Image
-from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.assets.store import AssetStore, asset_key
+from serving.api.errors import status_of
+from serving.api.routes.review import _page
+from serving.assets.review import DecisionRequest, decide, review_queue
+from serving.assets.store import AssetStore
 from serving.auth import AccessError, Principal, create_key, require_principal
-from serving.db.models import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
-from serving.assets.review import (
-    DecisionRequest,
-    ReviewError,
-    decide,
-    review_page,
-    review_page_headers,
-    review_queue,
-)
+from serving.db.models import Asset
+from serving.errors import DomainError
+from tests.serving.assets.test_review import VIOLATION, Db, review_db
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,225 +47,20 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIOLATION = {
-    "rule": "palette_adherence",
-    "value": 0.12,
-    "limit": 0.5,
-    "severity": "error",
-    "message": "only 12% of the pixels are within the brand palette",
-}
-
-
-@dataclass
-class Db:
-    url: str
-    sessions: sessionmaker[Session]
-    store: AssetStore
-
-    def add(
-        self,
-        *,
-        brand: str = "acme",
-        status: str = "review",
-        prompt: str = "acme banner",
-        created_at: datetime | None = None,
-        deleted: bool = False,
-        seed: int = 0,
-    ) -> str:
-        """An asset row with a PNG (random pixels from `seed`) in the store; its id."""
-        asset_id = new_asset_id()
-        key = asset_key(brand, asset_id, "png")
-        pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="PNG")
-        self.store.put(key, buf.getvalue())
-        with self.sessions.begin() as session:
-            session.add(
-                Asset(
-                    id=asset_id,
-                    request_id="req-1",
-                    brand=brand,
-                    model_name=f"brandforge-{brand}",
-                    model_version="2",
-                    variant="canary",
-                    prompt=prompt,
-                    seed=seed,
-                    width=64,
-                    height=48,
-                    steps=4,
-                    guidance=5.0,
-                    format="png",
-                    path=key,
-                    compliance={"score": 0.31, "passed": False, "violations": [VIOLATION]},
-                    status=status,
-                    campaign_id="camp-7",
-                    created_at=created_at or datetime.now(UTC),
-                    deleted_at=datetime.now(UTC) if deleted else None,
-                )
-            )
-        return asset_id
-
-    def asset(self, asset_id: str) -> Asset:
-        with self.sessions() as session:
-            row = session.get(Asset, asset_id)
-            assert row is not None
-            return row
-
-    def audit(self, action: str) -> list[AuditLog]:
-        with self.sessions() as session:
-            return list(session.scalars(select(AuditLog).where(AuditLog.action == action)))
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Db]:
-    url = f"sqlite:///{tmp_path}/s.db"
-    engine = engine_for(url)
-    init_db(engine)
-    yield Db(url, session_factory(engine), AssetStore(str(tmp_path / "assets")))
-    engine.dispose()
+    with review_db(tmp_path) as found:
+        yield found
 
 
-def _decide(db: Db, asset_id: str, **kwargs: Any) -> dict[str, Any]:
-    kwargs = {"reason": None, "actor": "rita", "brands": ["acme"], **kwargs}
-    with db.sessions.begin() as session:
-        return decide(session, asset_id, **kwargs)
+def review_page() -> str:
+    return _page()[0]
 
 
-def _queue(db: Db, brands: list[str], **kwargs: Any) -> dict[str, Any]:
-    with db.sessions() as session:
-        return review_queue(session, brands=brands, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# The functions
-# --------------------------------------------------------------------------------------------
-
-
-def test_queue_lists_assets_waiting_for_review_per_brand_oldest_first(db: Db):
-    start = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-    newest = db.add(prompt="third", created_at=start + timedelta(minutes=2))
-    oldest = db.add(prompt="first", created_at=start)
-    middle = db.add(prompt="second", created_at=start + timedelta(minutes=1))
-    other = db.add(brand="globex", created_at=start)
-    db.add(status="delivered", created_at=start)
-    db.add(status="approved", created_at=start)
-    db.add(deleted=True, created_at=start)
-
-    acme = _queue(db, ["acme"])
-    assert acme["total"] == 3
-    assert [i["asset_id"] for i in acme["items"]] == [oldest, middle, newest]
-    assert acme["items"][0] == {
-        "asset_id": oldest,
-        "brand": "acme",
-        "url": f"/v1/assets/{oldest}",
-        "prompt": "first",
-        "model": {"name": "brandforge-acme", "version": "2", "variant": "canary"},
-        "created_at": "2026-03-01T09:00:00+00:00",
-        "campaign_id": "camp-7",
-        "score": 0.31,
-        "violations": [VIOLATION],
-        "format": "png",
-    }
-    assert [i["asset_id"] for i in _queue(db, ["globex"])["items"]] == [other]
-    assert _queue(db, ["*"])["total"] == 4
-    assert _queue(db, ["acme", "globex"])["total"] == 4
-    assert _queue(db, ["initech"]) == {"total": 0, "items": []}
-
-    page = _queue(db, ["acme"], limit=2, offset=1)
-    assert page["total"] == 3 and [i["asset_id"] for i in page["items"]] == [middle, newest]
-    for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}):
-        with pytest.raises(ReviewError) as err:
-            _queue(db, ["acme"], **bad)
-        assert err.value.status == 422 and str(next(iter(bad.values()))) in err.value.message
-
-
-def test_approve_records_who_when_and_audits(db: Db):
-    asset_id = db.add()
-    before = datetime.now(UTC)
-
-    summary = _decide(db, asset_id, approve=True, reason="  lovely  ")
-
-    row = db.asset(asset_id)
-    assert (row.status, row.reviewed_by, row.review_reason) == ("approved", "rita", "lovely")
-    assert row.reviewed_at is not None and row.reviewed_at >= before - timedelta(seconds=1)
-    assert summary["status"] == "approved" and summary["asset_id"] == asset_id
-    assert summary["reviewed_by"] == "rita" and summary["review_reason"] == "lovely"
-    assert summary["reviewed_at"] == row.reviewed_at.isoformat()
-    [audit] = db.audit("asset.approve")
-    assert (audit.actor, audit.brand) == ("rita", "acme")
-    assert audit.detail["asset_id"] == asset_id and audit.detail["reason"] == "lovely"
-    assert _queue(db, ["acme"])["total"] == 0
-
-
-def test_reject_needs_a_reason_of_at_most_500_characters(db: Db):
-    asset_id = db.add()
-    for reason in (None, "", "   ", "x" * 501):
-        with pytest.raises(ReviewError) as err:
-            _decide(db, asset_id, approve=False, reason=reason)
-        assert err.value.status == 422 and "reason" in err.value.message
-    assert db.asset(asset_id).status == "review" and db.audit("asset.reject") == []
-
-    summary = _decide(db, asset_id, approve=False, reason="x" * 500)
-
-    assert summary["status"] == "rejected"
-    row = db.asset(asset_id)
-    assert (row.status, row.review_reason) == ("rejected", "x" * 500)
-    [audit] = db.audit("asset.reject")
-    assert audit.detail["reason"] == "x" * 500
-
-
-def test_deciding_twice_unknown_ids_and_other_brands_are_refused(db: Db):
-    decided = db.add()
-    _decide(db, decided, approve=True)
-    with pytest.raises(ReviewError) as err:
-        _decide(db, decided, approve=False, reason="changed my mind", actor="sam")
-    assert err.value.status == 409
-    assert "not waiting for review" in err.value.message and "decided by rita" in err.value.message
-    assert db.asset(decided).status == "approved"
-
-    delivered = db.add(status="delivered")
-    with pytest.raises(ReviewError) as err:
-        _decide(db, delivered, approve=True)
-    assert err.value.status == 409
-
-    for unknown in ("no-such-asset", "../../etc/passwd", db.add(deleted=True)):
-        with pytest.raises(ReviewError) as err:
-            _decide(db, unknown, approve=True)
-        assert err.value.status == 404 and "no asset" in err.value.message
-
-    theirs = db.add(brand="globex")
-    with pytest.raises(ReviewError) as err:
-        _decide(db, theirs, approve=True, brands=["acme"])
-    assert err.value.status == 403 and "globex" in err.value.message
-    assert db.asset(theirs).status == "review"
-    assert _decide(db, theirs, approve=True, brands=["*"])["status"] == "approved"
-    assert len(db.audit("asset.approve")) == 2
-
-
-def test_two_reviewers_at_once_get_one_decision_and_one_conflict(db: Db):
-    asset_id = db.add()
-    with db.sessions() as late:
-        assert late.get(Asset, asset_id).status == "review"  # read before the other decides
-        _decide(db, asset_id, approve=True, actor="first")
-        with pytest.raises(ReviewError) as err:
-            decide(late, asset_id, approve=False, reason="no", actor="second", brands=["acme"])
-        late.rollback()
-    assert err.value.status == 409
-    row = db.asset(asset_id)
-    assert (row.status, row.reviewed_by) == ("approved", "first")
-    assert db.audit("asset.reject") == []
-
-
-def test_decision_request_schema():
-    assert DecisionRequest(decision="approve").approve
-    assert not DecisionRequest(decision="reject", reason="off brand").approve
-    for bad in (
-        {"decision": "maybe"},
-        {"decision": "reject", "reason": "x" * 501},
-        {"decision": "approve", "extra": 1},
-    ):
-        with pytest.raises(ValidationError):
-            DecisionRequest(**bad)
+def review_page_headers() -> dict[str, str]:
+    return _page()[1]
 
 
 def _csp_hash(text: str) -> str:
@@ -299,7 +88,8 @@ def test_page_is_self_contained_and_its_csp_allows_exactly_its_inline_code():
 
 
 def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
-    """A FastAPI app exposing the review contract (serving.assets.review's docstring) with real keys.
+    """A FastAPI app exposing the review contract (serving.assets.review's docstring), with real
+    keys.
 
     (FastAPI resolves the handlers' annotations by name in this module's globals, hence its
     imports at the top.)"""
@@ -325,8 +115,8 @@ def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
             who = principal(request, session)
             try:
                 return review_queue(session, brands=list(who.brands), limit=limit, offset=offset)
-            except ReviewError as err:
-                raise HTTPException(err.status, err.message) from None
+            except DomainError as err:
+                raise HTTPException(status_of(err), err.message) from None
 
     @app.post("/v1/review/{asset_id}")
     def decision(asset_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
@@ -341,8 +131,10 @@ def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
                     actor=who.name,
                     brands=list(who.brands),
                 )
-            except ReviewError as err:
-                raise HTTPException(err.status, err.message) from None
+            except DomainError as err:
+                raise HTTPException(status_of(err), err.message) from None
+            except AccessError as err:
+                raise HTTPException(err.status_code, str(err)) from None
 
     @app.get("/v1/assets/{asset_id}")
     def asset(asset_id: str, request: Request) -> Response:
