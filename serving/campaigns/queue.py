@@ -249,7 +249,7 @@ def renew(session: Session, item_id: int, *, owner: str, lease_s: float) -> bool
         update(CampaignItem)
         .where(
             CampaignItem.id == item_id,
-            CampaignItem.state == "running",
+            CampaignItem.state == ItemState.RUNNING,
             CampaignItem.lease_owner == owner,
         )
         .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
@@ -283,7 +283,7 @@ def finish(
         update(CampaignItem)
         .where(
             CampaignItem.id == item_id,
-            CampaignItem.state == "running",
+            CampaignItem.state == ItemState.RUNNING,
             CampaignItem.lease_owner == owner,
         )
         .values(
