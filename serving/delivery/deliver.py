@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from PIL import Image
 
 from serving.assets.retention import expiry_for
+from serving.assets.review import AssetStatus
 from serving.assets.store import asset_key
 from serving.db.models import Asset, new_asset_id, utcnow
 from serving.delivery.formats import EXTENSIONS, MOTION_FORMATS, encode_motion, encode_still
@@ -51,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# `assets.status` of a delivered file, and of one held until a reviewer approves it.
-DELIVERED = "delivered"
-HELD_FOR_REVIEW = "review"
 # What an asset of a version registered without a brand kit records as its compliance.
 NO_KIT_COMPLIANCE: dict[str, Any] = {
     "score": None,
@@ -118,7 +116,7 @@ class Delivered:
     format: str
     seed: int
     compliance: dict[str, Any]
-    status: str
+    status: AssetStatus
     manifest: dict[str, Any]
 
 
@@ -162,7 +160,7 @@ def asset_row(
     request_id: str,
     created_at: datetime,
     expires_at: datetime | None,
-    status: str,
+    status: AssetStatus,
     settings: dict[str, Any],
     campaign: CampaignRef | None,
 ) -> Asset:
@@ -246,8 +244,9 @@ class Delivery:
             self.discard()
 
     @property
-    def status(self) -> str:
-        return HELD_FOR_REVIEW if self.held_for_review else DELIVERED
+    def status(self) -> AssetStatus:
+        """What every file of this delivery is: delivered, or held until a reviewer decides."""
+        return AssetStatus.REVIEW if self.held_for_review else AssetStatus.DELIVERED
 
     def add(
         self,
