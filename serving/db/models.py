@@ -1,10 +1,12 @@
-"""The serving tier's durable state: one SQLAlchemy database (DESIGN.md, decision 6).
+"""The serving tier's durable state: the tables of one SQLAlchemy database (DESIGN.md, 6).
 
-SQLite when embedded (the default, `sqlite:///serving.db`), PostgreSQL in production
-(`BRANDFORGE_SERVING_DB=postgresql://...`): the same models and queries run on both, selected
-by the URL alone. Tables: `api_keys` and `audit_log` (access control, see `serving.auth`) and
-`assets` (metadata of generated images; the files live in the asset store, addressed by the
-opaque id, never by a client-supplied path).
+Tables: `api_keys` and `audit_log` (access control, see `serving.auth`), `assets` and
+`asset_events` (metadata of generated images and their impressions and clicks; the files live in
+the asset store, addressed by the opaque id, never by a client-supplied path), `campaigns` and
+`campaign_items` (the batch queue), `rollouts`, `rollout_decisions` and `request_log` (canary
+rollouts). Connecting is `serving.db.engine`; the schema is made and changed only by the Alembic
+revisions of `serving.db.migrate` (a change here needs a new revision: `brandforge db
+revision`, and `tests/serving/db/test_migrations.py` fails until it exists).
 
 Conventions, so that both backends give back the same values:
 
@@ -14,14 +16,6 @@ Conventions, so that both backends give back the same values:
 - JSON columns (`detail`, `compliance`) are stored as text (`JSONText`) and read back as Python
   objects: portable, readable with `sqlite3`/`psql`, no dialect-specific JSON operators needed.
 - Functions here never commit: callers own the transaction (unit of work).
-
-Usage:
-
-    engine = engine_for()              # settings' serving_db
-    init_db(engine)                    # create missing tables; safe to call every start
-    Session = session_factory(engine)
-    with Session.begin() as session:   # commits on success, rolls back on error
-        ...
 """
 
 from __future__ import annotations
@@ -29,14 +23,12 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -44,20 +36,15 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    create_engine,
-    event,
     text,
 )
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
 # Longest key name, brand name and role list we accept (validated in serving.auth too).
 NAME_MAX = 100
 BRAND_MAX = 100
-# How long a SQLite writer waits for another one's lock before "database is locked".
-SQLITE_BUSY_TIMEOUT_S = 30
 
 
 def utcnow() -> datetime:
@@ -68,63 +55,6 @@ def utcnow() -> datetime:
 def new_asset_id() -> str:
     """An opaque, unguessable asset id (22 URL-safe characters, 128 random bits)."""
     return secrets.token_urlsafe(16)
-
-
-def database_url(url: str | None = None) -> str:
-    """The serving database URL: `url`, else the settings' `serving_db`, with the driver made
-    explicit for PostgreSQL.
-
-    A bare `postgresql://` (or `postgres://`, which SQLAlchemy rejects outright) becomes
-    `postgresql+psycopg2://`: SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not
-    installed (psycopg2-binary is): `brandforge.settings.sqlalchemy_url`.
-    """
-    from brandforge.settings import get_settings, sqlalchemy_url
-
-    return sqlalchemy_url(get_settings().serving_db if url is None else url)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # WAL: readers never block the writer and vice versa (the API reads keys on every request
-    # while the CLI or a rollout writes). synchronous=NORMAL is durable across application
-    # crashes in WAL mode and much faster than FULL. SQLite leaves foreign keys off by default.
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cur.close()
-
-
-def engine_for(url: str | None = None) -> Engine:
-    """An engine for the serving database (`url`, default: settings' `serving_db`).
-
-    SQLite: the parent folder of the database file is created; connections may cross threads
-    (Ray Serve and FastAPI run handlers on a thread pool; SQLAlchemy's pool hands one
-    connection to one thread at a time); WAL journal mode and a busy timeout so concurrent
-    readers and a writer do not fail. `sqlite://` (in memory) keeps one shared connection so
-    every session sees the same database. PostgreSQL: connections are checked before use, so a
-    restarted server costs no failed request. Raises `sqlalchemy.exc.ArgumentError` for a URL
-    SQLAlchemy cannot parse.
-    """
-    resolved = make_url(database_url(url))
-    if resolved.get_backend_name() != "sqlite":
-        return create_engine(resolved, pool_pre_ping=True)
-
-    connect_args: dict[str, Any] = {
-        "check_same_thread": False,
-        "timeout": SQLITE_BUSY_TIMEOUT_S,
-    }
-    database = resolved.database or ""
-    in_memory = database in ("", ":memory:") or resolved.query.get("mode") == "memory"
-    if in_memory:
-        engine = create_engine(resolved, connect_args=connect_args, poolclass=StaticPool)
-    else:
-        if not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(resolved, connect_args=connect_args)
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -175,7 +105,7 @@ class JSONText(TypeDecorator[Any]):
 
 
 class Base(DeclarativeBase):
-    """Declarative base of every serving table; `Base.metadata` is what `init_db` creates.
+    """Declarative base of every serving table; `Base.metadata` is what the migrations build.
 
     Constraint names follow a fixed convention, so a future Alembic migration can refer to
     them by name on both SQLite and PostgreSQL.
@@ -438,8 +368,7 @@ class CampaignItem(Base):
 
 
 # --------------------------------------------------------------------------------------------
-# Rollouts (canary router and rollout controller): added here later, on the same `Base`, so
-# `init_db` creates them with the rest. Keep them in this module, below this line.
+# Rollouts (canary router and rollout controller)
 # --------------------------------------------------------------------------------------------
 
 ROLLOUT_MODES = ("live", "shadow")
@@ -560,43 +489,3 @@ class RequestLog(Base):
             f"RequestLog(brand={self.brand!r}, v{self.model_version} {self.variant}, "
             f"ok={self.ok!r}, at={self.at!r})"
         )
-
-
-def init_db(engine: Engine) -> None:
-    """Create every missing table and index of `Base.metadata`, and add the columns a newer
-    release added to an existing table; safe at every start.
-
-    Only additions are made (a new column is nullable or has a server default, so existing
-    rows stay valid); nothing is dropped or altered, so data is never lost by an upgrade.
-    """
-    from sqlalchemy import inspect
-
-    Base.metadata.create_all(engine, checkfirst=True)
-    inspector = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                default = _added_column_default(column)
-                conn.execute(
-                    text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
-                )
-
-
-def _added_column_default(column: Any) -> str:
-    """The SQL DEFAULT of a column added to an existing table: its Python default when that is
-    a plain string (e.g. an asset's status `delivered`), else none (NULL)."""
-    default = column.default
-    if default is not None and default.is_scalar and isinstance(default.arg, str):
-        return " DEFAULT '" + default.arg.replace("'", "''") + "'"
-    return ""
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions bound to `engine`. Objects stay readable after commit (`expire_on_commit=False`):
-    a request handler or the CLI commits and then still reports what it wrote, without a
-    second round trip."""
-    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,12 +1,15 @@
-"""A registry holding a brand with a champion (and a second version), for the serving tests."""
+"""Shared fixtures of the serving tests: a registry holding a brand with a champion (and a second
+version), adapters, and empty serving databases on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
+from sqlalchemy import Engine
 
 from tests.registry.test_registry import Project, adapter_dir  # noqa: F401  (fixture)
 
@@ -161,3 +164,39 @@ def registry_env(served_registry, monkeypatch) -> Registry:
     mlflow.set_tracking_uri(served_registry.tracking_uri)
     yield served_registry
     get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------
+# The serving database, on both backends
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A plain `postgresql://` URL (as a user would write it) of an empty throwaway database,
+    dropped after the test (the registry tests' helper: fails, never skips, without PostgreSQL)."""
+    from tests.registry.conftest import _throwaway_database
+
+    with _throwaway_database(create=True) as db:
+        yield db.uri
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty serving database, once an SQLite file (in a folder that does not
+    exist yet: `engine_for` creates it) and once a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'serving.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def db_engine(db_url: str) -> Iterator[Engine]:
+    """An engine on `db_url`, upgraded to this release's schema."""
+    from serving.db.engine import engine_for
+    from serving.db.migrate import upgrade
+
+    engine = engine_for(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
