@@ -168,27 +168,19 @@ class RolloutController:
             if running is not None:
                 raise Conflict(already_running(running))
             c = self._registry()
-            champion = alias_version(c, name, "champion")
-            if champion is None:
-                raise Conflict(
-                    f"{name} has no champion to compare a canary with; promote one first "
-                    f"(`brandforge registry promote {name} --to champion --version N`)"
-                )
-            if champion.version == version:
-                raise Conflict(f"{name} v{version} is already the champion")
+            champion = self._champion_under(c, name, version)
             rollout = open_rollout(
                 session,
                 brand=brand,
                 name=name,
                 version=version,
-                champion_version=champion.version,
+                champion_version=champion,
                 settings=settings,
                 mode=RolloutMode(mode),
             )
             reason = (
                 f"rollout #{rollout.id} started by {actor}: v{version} over champion "
-                f"v{champion.version}, steps {'/'.join(map(str, settings.steps))} %, "
-                f"mode {mode}"
+                f"v{champion}, steps {'/'.join(map(str, settings.steps))} %, mode {mode}"
             )
             holder = alias_version(c, name, "canary")
             if holder is None or holder.version != version:
@@ -217,13 +209,27 @@ class RolloutController:
                 brand,
                 rollout_id=rollout.id,
                 version=version,
-                champion_version=champion.version,
+                champion_version=champion,
                 steps=list(settings.steps),
                 mode=mode,
             )
             session.commit()
         log.info("%s", reason)
         return rollout
+
+    @staticmethod
+    def _champion_under(c: Any, name: str, version: str) -> str:
+        """The champion's version, which `version` is to be compared with; `Conflict` when
+        there is none or `version` is it."""
+        champion = alias_version(c, name, "champion")
+        if champion is None:
+            raise Conflict(
+                f"{name} has no champion to compare a canary with; promote one first "
+                f"(`brandforge registry promote {name} --to champion --version N`)"
+            )
+        if champion.version == version:
+            raise Conflict(f"{name} v{version} is already the champion")
+        return str(champion.version)
 
     def record_request(
         self,
