@@ -40,14 +40,15 @@ def run_once(args: argparse.Namespace, *, batch: int, folder: Path) -> tuple[flo
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
-    from serving.db.models import engine_for, init_db, session_factory
+    from serving.db.engine import engine_for, session_factory
+    from serving.db.migrate import upgrade
     from serving.runtime import served_environment, start, stop
 
     os.environ["BRANDFORGE_SERVING_DB"] = f"sqlite:///{folder / 'serving.db'}"
     os.environ["BRANDFORGE_ASSET_DIR"] = str(folder / "assets")
     get_settings.cache_clear()
     db = engine_for(None)
-    init_db(db)
+    upgrade(db)
     with session_factory(db)() as session:
         key, _ = create_key(session, name="bench", roles=["generate"], brands=["*"])
         session.commit()

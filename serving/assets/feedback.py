@@ -1,7 +1,7 @@
 """The loop from production back to training: reviewed assets into the brand's dataset.
 
-`brandforge data feedback --brand acme` exports what people decided in review
-(`serving.assets.review`):
+`brandforge data feedback --brand acme` (`serving.cli.feedback`) exports what people decided
+in review (`serving.assets.review`):
 
 - **approved** assets become training images of the brand:
   `<data_dir>/<brand>/images/feedback-<asset_id>.png`, each with a `metadata.jsonl` line
@@ -34,9 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-import typer
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -376,111 +375,3 @@ def _read_image(asset: Asset, store: AssetReader) -> tuple[Image.Image | None, s
         return _decode(data), None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         return None, f"cannot be decoded as an image ({asset.format}: {err})"
-
-
-def _min_size(params_path: Path) -> int:
-    """prepare.min_size from params.yaml, or 1 (no floor) when there is no params file."""
-    if not params_path.is_file():
-        return 1
-    from brandforge.params import load_params
-
-    return load_params(params_path).prepare.min_size
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"feedback: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
-
-
-def feedback_command(
-    brand: Annotated[str, typer.Option("--brand", help="Brand whose reviewed assets to export.")],
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Folder holding the brand folders.")
-    ] = Path("data/brands"),
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            metavar="URL",
-            help="Serving database URL. Default: BRANDFORGE_SERVING_DB, else sqlite:///serving.db.",
-            show_default=False,
-        ),
-    ] = None,
-    no_rejected: Annotated[
-        bool, typer.Option("--no-rejected", help="Export approved assets only, no negatives.")
-    ] = False,
-    since: Annotated[
-        datetime | None,
-        typer.Option(
-            "--since",
-            help="Only assets reviewed at or after this time (ISO, UTC when no zone given).",
-            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
-            show_default=False,
-        ),
-    ] = None,
-    params: Annotated[
-        Path, typer.Option("--params", help="params.yaml, for prepare.min_size (if present).")
-    ] = Path("params.yaml"),
-) -> None:
-    """Export reviewed assets of a brand into its dataset: approved ones as training images,
-    rejected ones as negatives (`brandforge data feedback --brand B`)."""
-    from datetime import UTC
-
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from brandforge.params import ParamsError
-    from serving.assets.store import AssetStore
-    from serving.auth import BRAND_PATTERN, audit
-    from serving.cli.keys import cli_actor
-    from serving.db.models import engine_for, init_db, session_factory
-
-    if not BRAND_PATTERN.match(brand):
-        raise _fail(
-            f"invalid brand {brand!r}: lower-case letters, digits, '-' and '_', starting with a "
-            "letter or digit"
-        )
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    brand_dir = data_dir / brand
-    try:
-        min_size = _min_size(params)
-        engine = engine_for(db)
-        init_db(engine)
-        with session_factory(engine).begin() as session:
-            result = export_feedback(
-                session,
-                AssetStore.from_settings(),
-                brand=brand,
-                brand_dir=brand_dir,
-                include_rejected=not no_rejected,
-                since=since,
-                min_size=min_size,
-            )
-            audit(
-                session,
-                cli_actor(),
-                "feedback.export",
-                brand,
-                approved=result.approved,
-                rejected=result.rejected,
-                skipped=result.skipped,
-                folder=str(brand_dir),
-            )
-    except (FeedbackError, ParamsError) as err:
-        raise _fail(str(err)) from None
-    except ArgumentError as err:
-        raise _fail(f"bad database URL: {err}") from None
-    except SQLAlchemyError as err:
-        raise _fail(f"serving database unavailable: {err}") from None
-
-    typer.echo(
-        f"{brand}: exported {result.approved} approved image(s) to {brand_dir / 'images'} and "
-        f"{result.rejected} rejected one(s) to {brand_dir / NEGATIVES_DIR}; "
-        f"skipped {result.skipped}"
-    )
-    for asset_id, why in sorted(result.skip_reasons.items()):
-        typer.echo(f"  skipped {asset_id}: {why}")
-    if result.approved or result.rejected:
-        typer.echo(f"next: dvc add {brand_dir} && dvc repro")
-    else:
-        typer.echo("nothing new to export")

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from serving.cli.keys import DbOpt, cli_actor
+from serving.cli.common import (
+    DbOpt,
+    check_brand_option,
+    cli_actor,
+    fail,
+    open_session,
+    print_table,
+    when,
+)
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from serving.assets.store import AssetStore
 
 assets_app = typer.Typer(
     help="Generated asset files: delete those past their brand's retention, show what is stored.",
     no_args_is_help=True,
 )
+GROUP = "assets"
 
 StoreOpt = Annotated[
     str | None,
@@ -33,42 +36,6 @@ StoreOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"assets: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-@contextmanager
-def _session(db: str | None) -> Iterator[Session]:
-    """A session on the serving database (tables created when missing); the caller commits.
-
-    As in `brandforge keys`: a bad URL or a refused value is one red line and exit 2, an
-    unreachable database one red line and exit 1.
-    """
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from serving.db.models import database_url, engine_for, init_db, session_factory
-
-    try:
-        engine = engine_for(db)
-    except (ArgumentError, ImportError) as err:
-        shown_url = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", database_url(db))
-        raise _fail(f"cannot use database URL {shown_url!r}: {err}", 2) from None
-    shown = engine.url.render_as_string(hide_password=True)
-    try:
-        init_db(engine)
-        with session_factory(engine)() as session:
-            yield session
-            session.commit()
-    except ValueError as err:
-        raise _fail(str(err), 2) from None
-    except SQLAlchemyError as err:
-        reason = " ".join(str(getattr(err, "orig", None) or err).split())
-        raise _fail(f"database {shown}: {reason}", 1) from None
-    finally:
-        engine.dispose()
 
 
 def _store(url: str | None) -> AssetStore:
@@ -84,20 +51,9 @@ def _store(url: str | None) -> AssetStore:
             return AssetStore.from_settings(settings)
         return AssetStore(url, options=dict(settings.asset_store_options), cache_bytes=0)
     except ValidationError as err:
-        raise _fail(f"settings: {' '.join(str(err).split())}", 2) from None
+        raise fail(GROUP, f"settings: {' '.join(str(err).split())}", 2) from None
     except (ValueError, ImportError) as err:
-        raise _fail(str(err), 2) from None
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = [tuple(header), *(tuple(r) for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        raise fail(GROUP, str(err), 2) from None
 
 
 def _size(n: int) -> str:
@@ -116,7 +72,13 @@ def purge_command(
     ] = False,
     brand: Annotated[
         str | None,
-        typer.Option("--brand", "-b", metavar="BRAND", help="Only this brand's assets."),
+        typer.Option(
+            "--brand",
+            "-b",
+            metavar="BRAND",
+            help="Only this brand's assets.",
+            callback=check_brand_option,
+        ),
     ] = None,
     limit: Annotated[
         int | None,
@@ -134,7 +96,7 @@ def purge_command(
     from serving.assets.retention import purge_expired
 
     asset_store = _store(store)
-    with _session(db) as session:
+    with open_session(db, group=GROUP) as session:
         try:
             result = purge_expired(
                 session,
@@ -145,12 +107,12 @@ def purge_command(
                 actor=cli_actor(),
             )
         except OSError as err:
-            raise _fail(f"asset store {asset_store.url()}: {err}", 1) from None
+            raise fail(GROUP, f"asset store {asset_store.url()}: {err}", 1) from None
     if result.assets:
-        _table(
+        print_table(
             ("ID", "BRAND", "PATH", "EXPIRED", "FILE"),
             [
-                (a["id"], a["brand"], a["path"], _when(a["expires_at"]), a["file"])
+                (a["id"], a["brand"], a["path"], when(a["expires_at"]), a["file"])
                 for a in result.assets
             ],
         )
@@ -184,12 +146,12 @@ def stats_command(
     from serving.assets.retention import asset_stats
 
     asset_store = _store(store) if files else None
-    with _session(db) as session:
+    with open_session(db, group=GROUP) as session:
         try:
             stats = asset_stats(session, asset_store)
         except OSError as err:
             where = asset_store.url() if asset_store else "?"
-            raise _fail(f"asset store {where}: {err}", 1) from None
+            raise fail(GROUP, f"asset store {where}: {err}", 1) from None
     if not stats.groups:
         typer.echo("no assets yet")
     else:
@@ -203,7 +165,7 @@ def stats_command(
             )
             for g in stats.groups
         ]
-        _table(("BRAND", "STATUS", "COUNT", "FILES", "BYTES"), rows)
+        print_table(("BRAND", "STATUS", "COUNT", "FILES", "BYTES"), rows)
     total = sum(g["count"] for g in stats.groups)
     if not stats.listed:
         typer.echo(f"total: {total} asset(s)")

@@ -44,10 +44,12 @@ class SchemaNotCurrent(Unavailable):
     """The serving database's schema is not the one this release was written for."""
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(
+    connection: Connection | None = None, *, migrations: Path = MIGRATIONS
+) -> Config:
     """Alembic's config for the serving database, built in code (no alembic.ini)."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     config.attributes["connection"] = connection
     return config
 
@@ -181,3 +183,33 @@ def create_or_require_current(engine: Engine) -> None:
         upgrade(engine)
         return
     require_current(engine)
+
+
+def new_revision(message: str, *, migrations: Path = MIGRATIONS) -> Path:
+    """Write the next revision (`NNNN_<message>.py`) with what the models changed since the
+    newest one, as Alembic's autogenerate finds it against a scratch SQLite database at head;
+    returns its file. Read and complete it before committing (autogenerate misses renames,
+    data moves, and CHECK constraints; on a pre-Alembic table, see 0001)."""
+    import tempfile
+
+    scripts = ScriptDirectory.from_config(alembic_config(migrations=migrations))
+    newest = scripts.get_current_head()
+    rev_id = f"{int(newest or 0) + 1:04d}"
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = engine_for(f"sqlite:///{Path(tmp) / 'scratch.db'}")
+        try:
+            with engine.connect() as conn:
+                command.upgrade(alembic_config(conn, migrations=migrations), "head")
+                conn.commit()
+                written = command.revision(
+                    alembic_config(conn, migrations=migrations),
+                    message=message,
+                    autogenerate=True,
+                    rev_id=rev_id,
+                )
+        finally:
+            engine.dispose()
+    head.cache_clear()
+    if written is None or isinstance(written, list):  # pragma: no cover - one head, one script
+        raise RuntimeError(f"alembic wrote no single revision: {written!r}")
+    return Path(written.path)

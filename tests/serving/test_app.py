@@ -48,7 +48,8 @@ def server(
     from brandforge.settings import get_settings
     from serving.app import ServeConfig
     from serving.auth import create_key
-    from serving.db.models import engine_for, init_db, session_factory
+    from serving.db.engine import engine_for, session_factory
+    from serving.db.migrate import upgrade
     from serving.runtime import served_environment, start, stop
 
     tmp = tmp_path_factory.mktemp("serve")
@@ -103,7 +104,7 @@ def server(
             f.write_bytes(b"not a safetensors file")
 
         db = engine_for(None)
-        init_db(db)
+        upgrade(db)
         keys = {}
         with session_factory(db)() as session:
             keys["app"], _ = create_key(session, name="app", roles=["generate"], brands=["acme"])
@@ -678,7 +679,7 @@ def test_the_campaign_cli_submits_a_file_and_follows_it(server, tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from serving.cli.keys import campaign_app
+    from serving.cli.campaign import campaign_app
 
     url, keys, _ = server
     spec = tmp_path / "campaign.yaml"

@@ -27,15 +27,9 @@ from brandforge.settings import Settings, get_settings
 from serving.assets.retention import PURGE_BATCH, asset_stats, expiry_for, purge_expired
 from serving.assets.store import AssetMissing, AssetStore, BadAssetKey, asset_key
 from serving.cli.assets import assets_app
-from serving.db.models import (
-    Asset,
-    AuditLog,
-    engine_for,
-    init_db,
-    new_asset_id,
-    session_factory,
-    utcnow,
-)
+from serving.db.engine import engine_for, session_factory
+from serving.db.migrate import upgrade
+from serving.db.models import Asset, AuditLog, new_asset_id, utcnow
 
 BUCKET = "brandforge-assets"
 CREDENTIALS = {"key": "testing", "secret": "testing"}
@@ -380,7 +374,7 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine: Engine = engine_for(db_url)
-    init_db(engine)
+    upgrade(engine)
     yield session_factory(engine)
     engine.dispose()
 
@@ -616,7 +610,7 @@ def test_purge_on_postgresql(tmp_path: Path) -> None:
     with _throwaway_database(create=True) as db:
         engine = engine_for(db.uri)
         try:
-            init_db(engine)
+            upgrade(engine)
             sessions = session_factory(engine)
             fleet = make_fleet(sessions, store)
             with sessions() as s:

@@ -1,4 +1,5 @@
-"""The feedback export: reviewed production assets into the brand's dataset, then `prepare`.
+"""The feedback export: reviewed production assets into the brand's dataset, then `prepare`
+(serving.assets.feedback, and `brandforge data feedback`: serving.cli.feedback).
 
 Real parts throughout: a SQLite serving database, the asset store on a temporary folder, the
 generated demo brand, `training.prepare` and `datasets`' imagefolder.
@@ -21,9 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from brandforge.params import Params, parse_params
+from serving.assets.feedback import NEGATIVES_DIR, export_feedback
 from serving.assets.store import AssetStore, asset_key
-from serving.db.models import Asset, AuditLog, engine_for, init_db, new_asset_id, session_factory
-from serving.assets.feedback import NEGATIVES_DIR, export_feedback, feedback_command
+from serving.cli.feedback import feedback_command
+from serving.db.engine import engine_for, session_factory
+from serving.db.migrate import upgrade
+from serving.db.models import Asset, AuditLog, new_asset_id
 from training import demo_brand, prepare
 
 BRAND = "acme"
@@ -139,7 +143,7 @@ def world(tmp_path: Path, demo_template: Path) -> World:
     shutil.copytree(demo_template, tmp_path / "data/brands" / BRAND)
     url = f"sqlite:///{tmp_path}/s.db"
     engine = engine_for(url)
-    init_db(engine)
+    upgrade(engine)
     params = parse_params({"data": {"demo": {"n_images": 24}}})
     yield World(
         tmp_path, url, session_factory(engine), AssetStore(str(tmp_path / "assets")), params
@@ -357,7 +361,8 @@ def test_cli_exports_prints_the_next_step_and_audits(world: World, monkeypatch: 
     assert "nothing new to export" in second.output
 
     assert bad.exit_code == 1 and "no brand.yaml" in bad.output
-    assert traversal.exit_code == 1 and "invalid brand '../etc'" in traversal.output
+    assert traversal.exit_code == 2 and "invalid brand name '../etc'" in traversal.output
+    assert "'--brand'" in traversal.output  # the usage error names the option
 
     with world.sessions() as session:
         rows = session.scalars(select(AuditLog).where(AuditLog.action == "feedback.export"))

@@ -1,0 +1,126 @@
+"""`brandforge serve`: migrate the serving database once, then run the Ray Serve application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from serving.cli.common import fail
+
+if TYPE_CHECKING:
+    from brandforge.params import RolloutParams
+
+GROUP = "serve"
+
+
+def _prepare_database(*, dev: bool) -> None:
+    """Bring the serving database to this release's schema, here, once, before any replica
+    starts (replicas only check it), and refuse to serve without an API key unless --dev."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from serving.auth import has_any_key
+    from serving.db.engine import engine_for, session_factory
+    from serving.db.migrate import upgrade
+
+    engine = engine_for(None)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        upgrade(engine)
+        if dev:
+            return
+        with session_factory(engine)() as session:
+            if not has_any_key(session):
+                raise fail(
+                    GROUP,
+                    "no API key is configured: create one with `brandforge keys create "
+                    "--name app --role generate`, or run with --dev (no authentication, local "
+                    "use only)",
+                    2,
+                )
+    except CommandError as err:  # e.g. a revision a newer release wrote
+        raise fail(GROUP, f"serving database {shown}: {err}", 1) from None
+    except SQLAlchemyError as err:
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())
+        raise fail(GROUP, f"serving database {shown}: {reason}", 1) from None
+    finally:
+        engine.dispose()
+
+
+def _rollout_params(params: str) -> RolloutParams:
+    """The `rollout:` section of params.yaml when the file exists, else the defaults."""
+    from brandforge.params import ParamsError, RolloutParams, load_params
+
+    if not Path(params).is_file():
+        return RolloutParams()
+    try:
+        return load_params(Path(params)).rollout
+    except ParamsError as err:
+        raise fail(GROUP, str(err), 2) from None
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8000,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="No API keys: every request is allowed (local use only).")
+    ] = False,
+    max_adapters: Annotated[
+        int, typer.Option("--max-adapters", min=1, help="Resident adapters per replica (LRU).")
+    ] = 4,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Images per generator batch, at most.")
+    ] = 4,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", min=0, help="How long a batch waits to fill.")
+    ] = 50.0,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Generator replicas (one base model each).")
+    ] = 1,
+    params: Annotated[
+        str,
+        typer.Option(
+            "--params", help="params.yaml whose `rollout:` section sets the canary gates."
+        ),
+    ] = "params.yaml",
+    campaign_workers: Annotated[
+        int,
+        typer.Option(
+            "--campaign-workers",
+            min=0,
+            help="Campaign worker replicas draining the queue (0: campaigns queue, none run).",
+        ),
+    ] = 1,
+    campaign_batch: Annotated[
+        int,
+        typer.Option("--campaign-batch", min=1, help="Campaign items a worker draws at once."),
+    ] = 4,
+) -> None:
+    """Run the serving tier: a Ray Serve application with the HTTP API (docs at /docs).
+
+    A local Ray starts by default; set RAY_ADDRESS to use an existing cluster. Models come from
+    the MLflow registry named by MLFLOW_TRACKING_URI (each brand's `champion`); keys, assets and
+    the audit log live in BRANDFORGE_SERVING_DB, whose schema is upgraded first (as `brandforge
+    db upgrade` does). Without any API key the server refuses to start unless --dev. Stops
+    cleanly on Ctrl-C or SIGTERM.
+    """
+    _prepare_database(dev=dev)
+    rollout = _rollout_params(params)
+
+    from serving.config import ServeConfig
+    from serving.runtime import run_forever, served_environment
+
+    config = ServeConfig(
+        rollout=rollout.model_dump(),
+        dev=dev,
+        max_adapters=max_adapters,
+        max_batch_size=max_batch_size,
+        batch_wait_s=batch_wait_ms / 1000,
+        generator_replicas=replicas,
+        campaign_workers=campaign_workers,
+        campaign_claim=campaign_batch,
+        env=served_environment(),
+    )
+    run_forever(config, host=host, port=port)
