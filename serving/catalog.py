@@ -10,14 +10,19 @@ every time; anything that moves an alias through this server (a rollout) calls `
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from brandforge.names import brand_problem
 from serving.errors import Conflict, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "canary", "challenger")
 
@@ -58,7 +63,7 @@ class Catalog:
     """Brand → model → versions, with a short-lived alias cache and a per-version context cache.
 
     `context_for` is injected (tests and the campaign worker pass their own); by default it reads
-    the registry (`serving.campaigns.worker.registry_context`).
+    the registry (`registry_context`).
     """
 
     def __init__(self, *, ttl_s: float = 2.0, context_for: Callable[[str], Any] | None = None):
@@ -129,8 +134,6 @@ class Catalog:
             if self._context_for is not None:
                 context = self._context_for(model_id)
             else:
-                from serving.campaigns.worker import registry_context
-
                 context = registry_context(model_id)
             self._contexts[model_id] = context
         return self._contexts[model_id]
@@ -143,10 +146,70 @@ class Catalog:
 
 
 def _read_sizes(model_id: str) -> SizeLimits:
-    from registry.core import client, get_version
+    from registry.core import RegistryError, client, get_version
     from registry.limits import size_limits
 
     name, version = model_id.rsplit("/", 1)
+    try:
+        info = get_version(client(), name, version)
+    except RegistryError as err:
+        raise NotFound(f"{model_id}: {err}") from None
+    limits = size_limits(info.tags)
+    return SizeLimits(native=limits.native, max_side=limits.max)
+
+@dataclass
+class BrandContext:
+    """What composing and scoring a version's outputs needs: its brand kit (None: the version
+    was registered without one), logo image and font file, and the lineage for provenance."""
+
+    kit: Any
+    logo: Image.Image | None = None
+    font: Any = None  # a Path, or None for the bundled font
+    dataset_hash: str | None = None
+
+def registry_context(model_id: str) -> BrandContext:
+    """A registered version's brand kit (the one it was registered with), logo and font (the
+    brand files logged with its run, when there are any) and dataset hash."""
+    import json
+    from pathlib import Path
+
+    from brandforge.brandkit import BrandKit
+    from registry.core import client, get_version
+
+    name, version = model_id.rsplit("/", 1)
     info = get_version(client(), name, version)
-    native, max_side = size_limits(info.tags)
-    return SizeLimits(native=native, max_side=max_side)
+    raw = info.tags.get("brandforge.brand_kit")
+    kit = BrandKit.model_validate(json.loads(raw)) if raw else None
+    logo, font = None, None
+    if kit is not None and info.run_id:
+        logo, font = _brand_files(info.run_id, kit)
+    dataset_hash = info.tags.get("brandforge.dataset_hash")
+    return BrandContext(kit=kit, logo=logo, font=font and Path(font), dataset_hash=dataset_hash)
+
+
+def _brand_files(run_id: str, kit: Any) -> tuple[Image.Image | None, str | None]:
+    """The logo image and font file the register stage logged under `brand/` (None when the
+    kit names none or the run has none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    logo = font = None
+    wanted = {
+        "logo": kit.logo.file if kit.logo is not None else None,
+        "font": getattr(kit, "font_file", None),
+    }
+    for what, rel in wanted.items():
+        if not rel:
+            continue
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"brand/{rel}")
+        except (MlflowException, OSError) as err:
+            log.warning(
+                "%s %s of run %s not available (%s); composing without it", what, rel, run_id, err
+            )
+            continue
+        if what == "logo":
+            logo = Image.open(local).convert("RGBA")
+        else:
+            font = local
+    return logo, font

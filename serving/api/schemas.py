@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from brandforge.names import Brand
+from serving.rollout.analysis import RolloutOverrides
 from serving.text import OptionalText, Prompt, short_text
 
 SEED_LIMIT = 2**63  # torch seeds are 64-bit; seed + n - 1 must stay below
@@ -63,27 +64,15 @@ class GenerateRequest(BaseModel):
         return self
 
 
-class RolloutRequest(BaseModel):
+class RolloutRequest(RolloutOverrides):
+    """Start a canary rollout of `version`; the overrides (steps, minimums) default to
+    params.yaml `rollout:`."""
+
     model_config = _STRICT
 
     brand: Brand
-    version: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
-    # default: params.yaml rollout.steps; traffic percentages, increasing, ending at 100
-    steps: list[int] | None = Field(None, min_length=1, max_length=20)
-    min_requests: int | None = Field(None, ge=1, le=1_000_000)
-    min_seconds: float | None = Field(None, ge=0, le=30 * 86400)
+    version: str = Field(min_length=1, max_length=9, pattern=r"^[1-9][0-9]*$")
     mode: Literal["live", "shadow"] = "live"
-
-    @model_validator(mode="after")
-    def _steps_increase(self) -> RolloutRequest:
-        steps = self.steps or []
-        if any(not 1 <= s <= 100 for s in steps):
-            raise ValueError("steps are traffic percentages between 1 and 100")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-            raise ValueError("steps must increase strictly")
-        if steps and steps[-1] != 100:
-            raise ValueError("the last step must be 100 (the canary takes all traffic)")
-        return self
 
 
 class EventsRequest(BaseModel):

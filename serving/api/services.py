@@ -38,6 +38,6 @@ class Services:
     rollouts: RolloutController
     metrics: Metrics
     renderer: Renderer
-    retention_days: dict[str, int] | int | None = None
+    retention_days: dict[str, float] | None = None
     # shadow renders in flight (kept referenced until done)
     background: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from serving.campaigns.queue import ItemState, claim, finish, release
 from serving.campaigns.spec import CampaignSpec, fill, item_seed, ratio_size
+from serving.catalog import BrandContext
 from serving.db.models import Campaign, CampaignItem
 from serving.delivery.deliver import CampaignRef, Delivery, Drawing, Motion, Origin, score_image
 from serving.generator import ImageJob, Rendered
@@ -38,15 +39,6 @@ RenderFn = Callable[[list[ImageJob]], list[Rendered]]
 LoopFn = Callable[[ImageJob, int, int], list[bytes]]  # (job, frames, seed_to) -> PNG frames
 
 
-@dataclass
-class BrandContext:
-    """What composing and scoring a version's outputs needs: its brand kit (None: the version
-    was registered without one), logo image and font file, and the lineage for provenance."""
-
-    kit: Any
-    logo: Image.Image | None = None
-    font: Any = None  # a Path, or None for the bundled font
-    dataset_hash: str | None = None
 
 
 @dataclass
@@ -331,52 +323,4 @@ def run_until_idle(worker: CampaignWorker, *, limit: int = 4, idle_s: float = 0.
             time.sleep(idle_s)
 
 
-__all__ = ["BrandContext", "CampaignWorker", "run_until_idle"]
-
-
-def registry_context(model_id: str) -> BrandContext:
-    """A registered version's brand kit (the one it was registered with), logo and font (the
-    brand files logged with its run, when there are any) and dataset hash."""
-    import json
-    from pathlib import Path
-
-    from brandforge.brandkit import BrandKit
-    from registry.core import client, get_version
-
-    name, version = model_id.rsplit("/", 1)
-    info = get_version(client(), name, version)
-    raw = info.tags.get("brandforge.brand_kit")
-    kit = BrandKit.model_validate(json.loads(raw)) if raw else None
-    logo, font = None, None
-    if kit is not None and info.run_id:
-        logo, font = _brand_files(info.run_id, kit)
-    dataset_hash = info.tags.get("brandforge.dataset_hash")
-    return BrandContext(kit=kit, logo=logo, font=font and Path(font), dataset_hash=dataset_hash)
-
-
-def _brand_files(run_id: str, kit: Any) -> tuple[Image.Image | None, str | None]:
-    """The logo image and font file the register stage logged under `brand/` (None when the
-    kit names none or the run has none)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    logo = font = None
-    wanted = {
-        "logo": kit.logo.file if kit.logo is not None else None,
-        "font": getattr(kit, "font_file", None),
-    }
-    for what, rel in wanted.items():
-        if not rel:
-            continue
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"brand/{rel}")
-        except (MlflowException, OSError) as err:
-            log.warning(
-                "%s %s of run %s not available (%s); composing without it", what, rel, run_id, err
-            )
-            continue
-        if what == "logo":
-            logo = Image.open(local).convert("RGBA")
-        else:
-            font = local
-    return logo, font
+__all__ = ["CampaignWorker", "run_until_idle"]

@@ -407,7 +407,7 @@ def test_the_brand_logo_and_font_travel_with_the_version(project):
     import yaml
     from PIL import Image
 
-    from serving.campaigns.worker import registry_context
+    from serving.catalog import registry_context
 
     kit_file = project.root / "data/prepared/brand.yaml"
     kit = yaml.safe_load(kit_file.read_text())

@@ -10,16 +10,15 @@ from fastapi.responses import Response
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
 from serving.api.schemas import EventsRequest
+from serving.assets.events import record_events
+from serving.assets.review import require_visible
 from serving.assets.store import AssetMissing
-from serving.auth import Forbidden, Principal
-from serving.db.models import Asset, AssetEvent
+from serving.db.models import Asset
 from serving.delivery.formats import MEDIA_TYPES
-from serving.errors import Conflict, Gone, NotFound
+from serving.errors import Gone, NotFound
 
 router = APIRouter(tags=["generate"])
 AssetId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-DELIVERABLE = ("delivered", "approved")  # statuses a generate key may fetch and report on
-HELD = ("review", "rejected")  # visible to review and admin keys only
 
 
 @router.get(
@@ -46,24 +45,12 @@ def asset(asset_id: AssetId, services: ServicesDep, caller: CallerDep) -> Respon
         raise NotFound(f"no asset {asset_id!r}")
     brand, key, fmt, status = found
     caller.require(role, brand)
-    if status == "deleted":
-        raise Gone(f"asset {asset_id!r} was deleted (retention or erasure)")
-    _check_visible(caller, asset_id, status)
+    require_visible(asset_id, status, caller.roles)
     try:
         data = services.store.get(key)
     except AssetMissing:
         raise Gone(f"asset {asset_id!r}: its file is gone") from None
     return Response(data, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))
-
-
-def _check_visible(caller: Principal, asset_id: str, status: str) -> None:
-    """Review before delivery: held assets are for reviewers' eyes only."""
-    if status in HELD and not caller.has_role("review"):
-        what = "is waiting for review" if status == "review" else "was rejected in review"
-        raise Forbidden(
-            f"asset {asset_id!r} {what}: only keys with role 'review' may fetch it"
-            + (" until a reviewer approves it" if status == "review" else "")
-        )
 
 
 @router.post(
@@ -82,24 +69,6 @@ def asset_events(
         if row is None:
             raise NotFound(f"no asset {asset_id!r}")
         caller.require("generate", row.brand)
-        if row.status == "deleted":
-            raise Gone(f"asset {asset_id!r} was deleted (retention or erasure)")
-        if row.status not in DELIVERABLE:
-            raise Conflict(
-                f"asset {asset_id!r} is not delivered (status {row.status!r}): events are "
-                "recorded for delivered assets only"
-            )
-        for kind, count in (("impression", body.impressions), ("click", body.clicks)):
-            if count:
-                session.add(
-                    AssetEvent(
-                        asset_id=asset_id,
-                        brand=row.brand,
-                        model_version=row.model_version,
-                        variant=row.variant,
-                        kind=kind,
-                        count=count,
-                    )
-                )
+        out = record_events(session, row, impressions=body.impressions, clicks=body.clicks)
         session.commit()
-    return {"asset_id": asset_id, "impressions": body.impressions, "clicks": body.clicks}
+    return out

@@ -55,7 +55,7 @@ def build_services(root: Path, *, dev: bool = False, **config: Any) -> Any:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir) -> Api:  # noqa: F811
     from starlette.testclient import TestClient
 

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from brandforge.brandkit import BrandKit
 from serving.campaigns.queue import progress, submit
 from serving.campaigns.spec import CampaignSpec, ratio_size
-from serving.campaigns.worker import BrandContext, CampaignWorker, run_until_idle
+from serving.campaigns.worker import CampaignWorker, run_until_idle
+from serving.catalog import BrandContext
 from serving.db.engine import engine_for, session_factory
 from serving.db.migrate import upgrade
 from serving.db.models import Asset, CampaignItem
