@@ -166,6 +166,7 @@ class BrandContext:
     logo: Image.Image | None = None
     font: Any = None  # a Path, or None for the bundled font
     dataset_hash: str | None = None
+    native_size: int = 512  # what the version draws at by default (registry.limits)
 
 def registry_context(model_id: str) -> BrandContext:
     """A registered version's brand kit (the one it was registered with), logo and font (the
@@ -183,8 +184,15 @@ def registry_context(model_id: str) -> BrandContext:
     logo, font = None, None
     if kit is not None and info.run_id:
         logo, font = _brand_files(info.run_id, kit)
-    dataset_hash = info.tags.get("brandforge.dataset_hash")
-    return BrandContext(kit=kit, logo=logo, font=font and Path(font), dataset_hash=dataset_hash)
+    from registry.limits import size_limits
+
+    return BrandContext(
+        kit=kit,
+        logo=logo,
+        font=font and Path(font),
+        dataset_hash=info.tags.get("brandforge.dataset_hash"),
+        native_size=size_limits(info.tags).native,
+    )
 
 
 def _brand_files(run_id: str, kit: Any) -> tuple[Image.Image | None, str | None]:

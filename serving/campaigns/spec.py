@@ -131,8 +131,12 @@ class CampaignSpec(BaseModel):
     size: int = Field(
         1024, strict=True, ge=32, le=4096, description="long side of the delivered asset, px"
     )
-    generation_size: int = Field(
-        512, strict=True, ge=16, le=2048, description="long side the model draws at, px"
+    generation_size: int | None = Field(
+        None,
+        strict=True,
+        ge=16,
+        le=2048,
+        description="long side the model draws at, px (default: the version's native size)",
     )
     steps: int | None = Field(None, strict=True, ge=1, le=150)
     guidance: float | None = Field(None, strict=True, ge=0, le=30, allow_inf_nan=False)

@@ -147,9 +147,11 @@ class CampaignWorker:
     # -- drawing -------------------------------------------------------------------------------
 
     def _job(self, w: _Work) -> ImageJob:
-        width, height = ratio_size(w.item.ratio, w.spec.generation_size)
+        model_id = f"{w.campaign.model_name}/{w.item.model_version}"
+        long_side = w.spec.generation_size or self.context_for(model_id).native_size
+        width, height = ratio_size(w.item.ratio, long_side)
         return ImageJob(
-            model_id=f"{w.campaign.model_name}/{w.item.model_version}",
+            model_id=model_id,
             prompt=w.item.prompt,
             negative_prompt=w.spec.negative_prompt or "",
             seed=w.seed,

@@ -579,7 +579,8 @@ def test_the_review_page_in_headless_chromium_approves_an_asset(server):
     assert len(walk.cards_after_reload) == len(walk.cards) - 2
     statuses = {}
     for asset_id in (walk.approved, walk.rejected):
-        from serving.db.models import Asset, engine_for, session_factory
+        from serving.db.engine import engine_for, session_factory
+        from serving.db.models import Asset
 
         with session_factory(engine_for(None))() as session:
             statuses[asset_id] = session.get(Asset, asset_id).status
@@ -590,7 +591,8 @@ def test_a_killed_campaign_worker_loses_nothing_and_duplicates_nothing(server):
     import ray
     from sqlalchemy import func, select
 
-    from serving.db.models import Asset, CampaignItem, engine_for, session_factory
+    from serving.db.engine import engine_for, session_factory
+    from serving.db.models import Asset, CampaignItem
 
     url, keys, tmp = server
     spec = {**CAMPAIGN, "variants": 3, "formats": ["png"], "max_regenerations": 0}

@@ -12,9 +12,9 @@ from serving.api.docs import errors
 from serving.auth import Principal, audit
 from serving.campaigns.queue import cancel, progress, submit
 from serving.campaigns.spec import CampaignSpec
-from serving.catalog import model_name
+from serving.catalog import model_id, model_name
 from serving.db.models import Campaign
-from serving.errors import NotFound
+from serving.errors import Invalid, NotFound
 
 router = APIRouter(tags=["campaigns"])
 CampaignId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -31,6 +31,8 @@ def submit_campaign(body: CampaignSpec, services: ServicesDep, caller: CallerDep
     canary = None
     if rollout is not None and rollout.mode == "live":
         canary = (rollout.canary_version, rollout.id, services.rollouts.weight(rollout))
+    for version in {champion, canary[0] if canary else champion}:
+        _check_generation_size(services, body, model_id(body.brand, version))
     base_seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
     with services.sessions() as session:
         campaign, created = submit(
@@ -79,6 +81,15 @@ def cancel_campaign(
     with services.sessions() as session:
         cancel(session, campaign_id, actor=caller.name)
         return progress(session, campaign_id, items=False)
+
+
+def _check_generation_size(services: Any, body: CampaignSpec, mid: str) -> None:
+    limit = services.catalog.sizes(mid).max_side
+    if body.generation_size is not None and body.generation_size > limit:
+        raise Invalid(
+            f"generation_size {body.generation_size} is above the largest side {limit} px "
+            f"that {mid} allows"
+        )
 
 
 def _campaign_brand(services: Any, caller: Principal, campaign_id: str) -> str:

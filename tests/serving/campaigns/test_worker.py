@@ -234,3 +234,24 @@ def test_an_item_whose_layout_cannot_fit_fails_with_the_reason(tmp_path, served_
     (item,) = state["items"]
     assert state["state"] == "done" and item["state"] == "failed"
     assert "cta" in item["error"] and item["assets"] == []
+
+
+def test_without_a_generation_size_items_draw_at_the_versions_native_size(
+    tmp_path, served_registry, engine
+):
+    spec = {"brand": "acme", "template": "{brand} banner", "ratios": ["1:1", "16:9"],
+            "formats": ["png"], "size": 64, "steps": 2}  # fmt: skip
+    campaign, sessions, store, worker = _campaign(
+        tmp_path, served_registry, spec, lenient_kit(), engine
+    )
+    drawn: list[tuple[int, int]] = []
+    render = worker.render
+
+    def recording(jobs):
+        drawn.extend((j.width, j.height) for j in jobs)
+        return render(jobs)
+
+    worker.render = recording
+    worker.context_for = lambda model_id: BrandContext(kit=lenient_kit(), native_size=32)
+    assert run_until_idle(worker, limit=4) == 2
+    assert sorted(drawn) == sorted([ratio_size("1:1", 32), ratio_size("16:9", 32)])
