@@ -43,7 +43,8 @@ _OTHER_IMAGE_EXTENSIONS = frozenset(
     ".apng .bmp .gif .ico .jfif .jp2 .jpe .pbm .pgm .pnm .ppm .psd .tga .tif .tiff".split()
 )
 _ORIENTATION = 0x0112
-# Examples of what the brand must NOT look like (serving.assets.feedback writes them): never trained on.
+# Examples of what the brand must NOT look like (serving.assets.feedback writes them): never
+# trained on.
 NEGATIVES_DIR = "negatives"
 METRICS_FILE = "metrics/prepare.json"
 
