@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import unicodedata
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from brandforge.names import brand_problem
 from serving.db.models import NAME_MAX, ApiKey, AuditLog, utcnow
 
 ROLES = ("generate", "review", "deploy", "admin")
@@ -43,8 +43,6 @@ KEY_PREFIX = "bf_"
 # Shown in listings and logs to tell keys apart: "bf_" + 9 random characters (54 bits), which
 # leaves ~202 unknown bits in the rest of the key.
 PREFIX_LEN = 12
-# Same rule as brand names in params.yaml (`data.brand`).
-BRAND_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Actor names the system itself writes into the audit log; no key may take them.
 RESERVED_NAMES = ("system",)
 RESERVED_NAME_PREFIXES = ("cli:",)
@@ -171,12 +169,9 @@ def _normalise_brands(brands: Iterable[str]) -> list[str]:
                 f"({', '.join(sorted(given - {ALL_BRANDS}))})"
             )
         return [ALL_BRANDS]
-    bad = sorted(b for b in given if not BRAND_PATTERN.match(b))
-    if bad:
-        raise ValueError(
-            f"invalid brand name{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}: "
-            "lower-case letters, digits, '-' and '_', starting with a letter or digit"
-        )
+    problems = [problem for b in sorted(given) if (problem := brand_problem(b)) is not None]
+    if problems:
+        raise ValueError("; ".join(problems))
     return sorted(given)
 
 

@@ -205,3 +205,9 @@ def test_audit_rows(session: Session) -> None:
     assert (stored.actor, stored.action, stored.brand) == ("system", "rollout.promote", "acme")
     assert stored.detail["version"] == 3 and isinstance(stored.detail["at"], str)
     assert stored.at.tzinfo == UTC
+
+
+@pytest.mark.parametrize("bad", ["bases", "Acme", "x" * 65, "a.b"])
+def test_keys_take_brand_names_by_the_one_rule(session, bad):
+    with pytest.raises(ValueError, match="brand name|reserved"):
+        _create(session, name="k", brands=(bad,))
