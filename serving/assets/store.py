@@ -93,10 +93,11 @@ def asset_key(brand: str, asset_id: str, ext: str) -> str:
     The two-character shard keeps local folders small (64² of them per brand) and spreads S3
     request load across prefixes.
     """
-    from serving.auth import BRAND_PATTERN
+    from brandforge.names import brand_problem
 
-    if not BRAND_PATTERN.match(brand):
-        raise BadAssetKey(f"brand {brand!r} is not a brand name (lowercase, digits, '_', '-')")
+    problem = brand_problem(brand)
+    if problem is not None:
+        raise BadAssetKey(problem)
     if not ASSET_ID_PATTERN.match(asset_id):
         raise BadAssetKey(f"asset id {asset_id!r} is not an id (2-64 of A-Z a-z 0-9 _ -)")
     ext = ext.lower().lstrip(".")
