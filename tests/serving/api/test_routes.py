@@ -223,3 +223,49 @@ def test_an_internal_error_is_a_500_with_a_request_id_and_no_traceback(api, monk
     body = r.json()
     assert body["request_id"] and body["request_id"] in body["detail"]
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+# -- campaigns --------------------------------------------------------------------------------
+
+CAMPAIGN = {"brand": "acme", "template": "{brand} {product} banner",
+            "variables": {"product": ["shoes"]}, "formats": ["png"], "generation_size": 32}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{brand:d} banner", "{brand!z} banner", "{brand: >100000} banner", "{nope} banner", "  "],
+)
+def test_a_bad_campaign_template_is_a_422(api, template):
+    r = api.client.post(
+        "/v1/campaigns", json={**CAMPAIGN, "template": template}, headers=api.auth("app")
+    )
+    assert r.status_code == 422, r.text
+
+
+def test_a_campaign_above_the_versions_size_is_a_422(api):
+    limit = api.services.catalog.sizes("brandforge-acme/1").max_side
+    if limit >= 2048:
+        pytest.skip("the version allows the absolute maximum")
+    body = {**CAMPAIGN, "generation_size": (limit // 8 + 1) * 8}
+    r = api.client.post("/v1/campaigns", json=body, headers=api.auth("app"))
+    assert r.status_code == 422 and "generation_size" in r.text
+
+
+def test_personal_data_in_a_campaign_is_never_stored_or_returned(api):
+    from sqlalchemy import select
+
+    from serving.db.models import Campaign, CampaignItem
+
+    body = {**CAMPAIGN, "variables": {"product": ["mail ann@example.com or +44 20 7946 0958"]}}
+    r = api.client.post("/v1/campaigns", json=body, headers=api.auth("app"))
+    assert r.status_code == 202, r.text
+    campaign_id = r.json()["campaign_id"]
+    state = api.client.get(f"/v1/campaigns/{campaign_id}", headers=api.auth("app")).text
+    with api.services.sessions() as session:
+        stored = repr(session.get(Campaign, campaign_id).spec) + repr(
+            [i.prompt for i in session.scalars(select(CampaignItem))]
+        )
+    for text in (state, stored):
+        assert "ann@example.com" not in text and "7946" not in text
+    other = api.client.get(f"/v1/campaigns/{campaign_id}", headers=api.auth("initech-app"))
+    assert other.status_code == 403
