@@ -40,7 +40,7 @@ def rollout_state(brand: BrandPath, services: ServicesDep, caller: CallerDep) ->
     caller.require("deploy", brand)
     services.catalog.aliases(brand)  # 404 for a brand without a model
     state = services.rollouts.get(brand)
-    versions = [state.get("champion_version"), state.get("canary_version")]
+    versions = [str(v) for v in (state.get("champion_version"), state.get("canary_version")) if v]
     with services.sessions() as session:
         state["click_through"] = click_through(session, brand, versions)
     return state
