@@ -1,4 +1,4 @@
-"""The one rule for brand names, used by params.yaml, brand kits, API keys, the HTTP API and the CLI.
+"""The one rule for brand names: params.yaml, brand kits, API keys, the HTTP API and the CLI.
 
 A brand name becomes part of a registered model name (`<prefix>-<brand>`), an MLflow experiment,
 folder names under `data/`, `models/` and the asset store, and Prometheus label values, so it is

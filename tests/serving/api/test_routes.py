@@ -123,8 +123,12 @@ def test_models_lists_only_the_keys_brands(api):
 
 def test_metrics_show_only_the_keys_brands(api):
     for key in ("app", "initech-app"):
-        assert api.client.post("/v1/generate", json={**GEN, "brand": key_brand(key)},
-                               headers=api.auth(key)).status_code == 200  # fmt: skip
+        assert (
+            api.client.post(
+                "/v1/generate", json={**GEN, "brand": key_brand(key)}, headers=api.auth(key)
+            ).status_code
+            == 200
+        )
     acme_ops = api.client.get("/metrics", headers=api.auth("acme-ops"))
     assert acme_ops.status_code == 200
     assert 'brand="acme"' in acme_ops.text and 'brand="initech"' not in acme_ops.text
@@ -201,8 +205,9 @@ def test_rollout_overrides_are_bounded(api, override):
 
 
 def test_rollout_start_checks_the_brand(api):
-    r = api.client.post("/v1/rollouts", json={"brand": "x" * 100, "version": "2"},
-                        headers=api.auth("ops"))  # fmt: skip
+    r = api.client.post(
+        "/v1/rollouts", json={"brand": "x" * 100, "version": "2"}, headers=api.auth("ops")
+    )
     assert r.status_code == 422
 
 
@@ -227,8 +232,13 @@ def test_an_internal_error_is_a_500_with_a_request_id_and_no_traceback(api, monk
 
 # -- campaigns --------------------------------------------------------------------------------
 
-CAMPAIGN = {"brand": "acme", "template": "{brand} {product} banner",
-            "variables": {"product": ["shoes"]}, "formats": ["png"], "generation_size": 32}  # fmt: skip
+CAMPAIGN = {
+    "brand": "acme",
+    "template": "{brand} {product} banner",
+    "variables": {"product": ["shoes"]},
+    "formats": ["png"],
+    "generation_size": 32,
+}
 
 
 @pytest.mark.parametrize(

@@ -239,8 +239,14 @@ def test_an_item_whose_layout_cannot_fit_fails_with_the_reason(tmp_path, served_
 def test_without_a_generation_size_items_draw_at_the_versions_native_size(
     tmp_path, served_registry, engine
 ):
-    spec = {"brand": "acme", "template": "{brand} banner", "ratios": ["1:1", "16:9"],
-            "formats": ["png"], "size": 64, "steps": 2}  # fmt: skip
+    spec = {
+        "brand": "acme",
+        "template": "{brand} banner",
+        "ratios": ["1:1", "16:9"],
+        "formats": ["png"],
+        "size": 64,
+        "steps": 2,
+    }
     campaign, sessions, store, worker = _campaign(
         tmp_path, served_registry, spec, lenient_kit(), engine
     )
