@@ -147,15 +147,22 @@ class Catalog:
 
 def _read_sizes(model_id: str) -> SizeLimits:
     from registry.core import RegistryError, client, get_version
-    from registry.limits import size_limits
+    from registry.limits import NATIVE_SIZE_TAG, size_limits
 
     name, version = model_id.rsplit("/", 1)
+    c = client()
     try:
-        info = get_version(client(), name, version)
+        info = get_version(c, name, version)
     except RegistryError as err:
         raise NotFound(f"{model_id}: {err}") from None
-    limits = size_limits(info.tags)
+    trained_at = None
+    if NATIVE_SIZE_TAG not in info.tags and info.run_id:
+        # Registered before the size tags: the training run's `base.resolution` param.
+        raw = c.get_run(info.run_id).data.params.get("base.resolution")
+        trained_at = int(raw) if raw and raw.isdigit() else None
+    limits = size_limits(info.tags, trained_at)
     return SizeLimits(native=limits.native, max_side=limits.max)
+
 
 @dataclass
 class BrandContext:
@@ -168,9 +175,10 @@ class BrandContext:
     dataset_hash: str | None = None
     native_size: int = 512  # what the version draws at by default (registry.limits)
 
+
 def registry_context(model_id: str) -> BrandContext:
     """A registered version's brand kit (the one it was registered with), logo and font (the
-    brand files logged with its run, when there are any) and dataset hash."""
+    brand files logged with its run, when there are any), dataset hash and native size."""
     import json
     from pathlib import Path
 
@@ -184,14 +192,12 @@ def registry_context(model_id: str) -> BrandContext:
     logo, font = None, None
     if kit is not None and info.run_id:
         logo, font = _brand_files(info.run_id, kit)
-    from registry.limits import size_limits
-
     return BrandContext(
         kit=kit,
         logo=logo,
         font=font and Path(font),
         dataset_hash=info.tags.get("brandforge.dataset_hash"),
-        native_size=size_limits(info.tags).native,
+        native_size=_read_sizes(model_id).native,
     )
 
 

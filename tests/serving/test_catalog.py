@@ -52,3 +52,31 @@ def test_a_prefixed_registry_serves_its_champion(tmp_path, monkeypatch, adapter_
             catalog.champion("globex")
     finally:
         get_settings.cache_clear()
+
+
+def test_a_version_registered_before_size_tags_draws_at_its_training_resolution(
+    tmp_path, monkeypatch, adapter_dir, tiny_sd_dir
+):
+    from brandforge.settings import get_settings
+    from registry.core import client
+    from registry.limits import MAX_SIZE_TAG, NATIVE_SIZE_TAG
+    from serving.catalog import Catalog
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("BRANDFORGE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("BRANDFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(uri)
+    try:
+        project = Project(tmp_path / "p", "acme", adapter_dir, tiny_sd_dir)
+        run_id = project.train()
+        project.register()
+        c = client()
+        c.log_param(run_id, "base.resolution", "48")
+        for tag in (NATIVE_SIZE_TAG, MAX_SIZE_TAG):  # as the previous release registered it
+            c.delete_model_version_tag("brandforge-acme", "1", tag)
+        sizes = Catalog().sizes("brandforge-acme/1")
+        assert (sizes.native, sizes.max_side) == (48, 192)
+    finally:
+        get_settings.cache_clear()
