@@ -515,7 +515,10 @@ def test_a_campaign_is_queued_drawn_checked_and_sent_to_review(server):
         assert item["attempts"] == 2 and len(item["assets"]) == 2
         assert item["compliance"]["passed"] is False
         for a in item["assets"]:
-            got = requests.get(f"{url}{a['url']}", headers=_auth(keys["app"]), timeout=10)
+            # waiting for review: not for the brand's generate key, only for reviewers
+            held = requests.get(f"{url}{a['url']}", headers=_auth(keys["app"]), timeout=10)
+            assert held.status_code == 403 and "review" in held.json()["detail"]
+            got = requests.get(f"{url}{a['url']}", headers=_auth(keys["reviewer"]), timeout=10)
             assert got.status_code == 200
             image = Image.open(io.BytesIO(got.content))
             assert image.format in ("PNG", "JPEG")
