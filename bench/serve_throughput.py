@@ -91,6 +91,9 @@ def main() -> None:
         from brandforge.settings import get_settings
 
         get_settings.cache_clear()
+        from serving.db.migrate import upgrade
+
+        upgrade(get_settings().serving_db)  # what `brandforge serve` does before the replicas
         start(ServeConfig(dev=True, max_batch_size=16, env=served_environment()), port=port)
         url = f"http://127.0.0.1:{port}/v1/generate"
         body = {
