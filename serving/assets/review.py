@@ -35,9 +35,8 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -95,20 +94,6 @@ def require_visible(asset_id: str, status: str, roles: Iterable[str]) -> None:
     if status == AssetStatus.REJECTED:
         raise Forbidden(f"asset {asset_id!r} was rejected in review: it is never delivered")
     raise NotFound(f"no asset {asset_id!r}")  # an unknown status: deliver nothing
-
-
-class DecisionRequest(BaseModel):
-    """The body of `POST /v1/review/{asset_id}`: `{"decision": "approve" | "reject",
-    "reason": "..."}` (the reason is required to reject; `decide` checks that)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    decision: Literal["approve", "reject"]
-    reason: str | None = Field(None, max_length=REASON_MAX)
-
-    @property
-    def approve(self) -> bool:
-        return self.decision == "approve"
 
 
 def _iso(value: datetime | None) -> str | None:

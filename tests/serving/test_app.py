@@ -554,7 +554,7 @@ def test_a_campaign_is_queued_drawn_checked_and_sent_to_review(server):
 
 
 def test_the_review_page_in_headless_chromium_approves_an_asset(server):
-    from tests.serving.test_review import CHROMIUM, drive_review_page
+    from tests.serving.api.test_review_page import CHROMIUM, drive_review_page
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")

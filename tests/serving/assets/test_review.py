@@ -1,6 +1,6 @@
 """Human review (serving.assets.review) on a real SQLite database: who may see an asset, the
 queue and the decisions. (The review web page, driven in headless Chromium, is tested in
-tests/serving/test_review.py.)"""
+tests/serving/api/test_review_page.py.)"""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from serving.assets.review import (
     AssetStatus,
-    DecisionRequest,
     asset_visible,
     decide,
     require_visible,
@@ -292,15 +291,18 @@ def test_two_reviewers_at_once_get_one_decision_and_one_conflict(db: Db):
 
 
 def test_decision_request_schema():
-    assert DecisionRequest(decision="approve").approve
-    assert not DecisionRequest(decision="reject", reason="off brand").approve
+    from serving.api.schemas import ReviewRequest
+
+    assert ReviewRequest(decision="approve").decision == "approve"
+    assert ReviewRequest(decision="reject", reason="off brand").reason == "off brand"
     for bad in (
         {"decision": "maybe"},
         {"decision": "reject", "reason": "x" * 501},
         {"decision": "approve", "extra": 1},
+        {"decision": "reject", "reason": "   "},
     ):
         with pytest.raises(ValidationError):
-            DecisionRequest(**bad)
+            ReviewRequest(**bad)
 
 
 def test_a_reason_holds_text_only(db: Db):

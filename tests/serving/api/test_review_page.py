@@ -1,11 +1,9 @@
 """The review web page, driven in headless Chromium against a real HTTP server.
 
-The server here is a small FastAPI app wired to `serving.assets.review` the way the HTTP contract
-in its docstring says, serving the API's page (`serving.api.routes.review`), with real API keys
-(`serving.auth`) and the real asset store; refusals map to status codes through the API's one
-mapping (`serving.api.errors.status_of`). `drive_review_page` holds the browser steps, so the
-same walk can be pointed at the Ray Serve app. (The review functions themselves are tested in
-tests/serving/assets/test_review.py.)
+The server here is the real HTTP API (`serving.api.create_api`) served by uvicorn on loopback,
+over a SQLite serving database and a local asset store, with real API keys. `drive_review_page`
+holds the browser steps, so the same walk can be pointed at the Ray Serve app. (The review
+functions themselves are tested in tests/serving/assets/test_review.py.)
 """
 
 from __future__ import annotations
@@ -24,17 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.api.errors import status_of
 from serving.api.routes.review import _page
-from serving.assets.review import DecisionRequest, decide, review_queue
 from serving.assets.store import AssetStore
-from serving.auth import AccessError, Principal, create_key, require_principal
-from serving.db.models import Asset
-from serving.errors import DomainError
+from serving.auth import create_key
 from tests.serving.assets.test_review import VIOLATION, Db, review_db
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,65 +80,27 @@ def test_page_is_self_contained_and_its_csp_allows_exactly_its_inline_code():
 
 
 def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
-    """A FastAPI app exposing the review contract (serving.assets.review's docstring), with real
-    keys.
+    """The real HTTP API (`serving.api.create_api`) over this database and store; the review
+    routes and the asset route are what the page calls."""
+    from brandforge.params import RolloutParams
+    from serving.api.create import create_api
+    from serving.api.prometheus import Metrics
+    from serving.api.services import Services
+    from serving.catalog import Catalog
+    from serving.config import ServeConfig
+    from serving.generator import LocalRenderer
+    from serving.rollout.controller import RolloutController
 
-    (FastAPI resolves the handlers' annotations by name in this module's globals, hence its
-    imports at the top.)"""
-    app = FastAPI()
-
-    def principal(request: Request, session: Session, brand: str | None = None) -> Principal:
-        header = request.headers.get("authorization", "")
-        key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
-        try:
-            found = require_principal(session, key)
-            found.require("review", brand)
-        except AccessError as err:
-            raise HTTPException(err.status_code, str(err)) from None
-        return found
-
-    @app.get("/review", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        return HTMLResponse(review_page(), headers=review_page_headers())
-
-    @app.get("/v1/review")
-    def queue(request: Request, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        with sessions.begin() as session:
-            who = principal(request, session)
-            try:
-                return review_queue(session, brands=list(who.brands), limit=limit, offset=offset)
-            except DomainError as err:
-                raise HTTPException(status_of(err), err.message) from None
-
-    @app.post("/v1/review/{asset_id}")
-    def decision(asset_id: str, body: DecisionRequest, request: Request) -> dict[str, Any]:
-        with sessions.begin() as session:
-            who = principal(request, session)
-            try:
-                return decide(
-                    session,
-                    asset_id,
-                    approve=body.approve,
-                    reason=body.reason,
-                    actor=who.name,
-                    brands=list(who.brands),
-                )
-            except DomainError as err:
-                raise HTTPException(status_of(err), err.message) from None
-            except AccessError as err:
-                raise HTTPException(err.status_code, str(err)) from None
-
-    @app.get("/v1/assets/{asset_id}")
-    def asset(asset_id: str, request: Request) -> Response:
-        with sessions.begin() as session:
-            row = session.get(Asset, asset_id)
-            principal(request, session, row.brand if row else None)
-            if row is None:
-                raise HTTPException(404, f"no asset {asset_id!r}")
-            key = row.path
-        return Response(store.get(key), media_type="image/png")
-
-    return app
+    services = Services(
+        config=ServeConfig(),
+        sessions=sessions,
+        store=store,
+        catalog=Catalog(),
+        rollouts=RolloutController(sessions, RolloutParams()),
+        metrics=Metrics(),
+        renderer=LocalRenderer(),
+    )
+    return create_api(services)
 
 
 @contextmanager
