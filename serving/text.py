@@ -53,18 +53,15 @@ Prompt = Annotated[
     StringConstraints(strict=True, min_length=1, max_length=PROMPT_MAX),
     AfterValidator(check_text),
 ]
+# A reason a person gives (rejecting an asset, aborting a rollout).
+Reason = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=500),
+    AfterValidator(check_text),
+]
 # Text that may be blank (a negative prompt).
 OptionalText = Annotated[
     str,
     StringConstraints(strict=True, max_length=PROMPT_MAX),
     AfterValidator(check_optional_text),
 ]
-
-
-def short_text(max_length: int) -> object:
-    """A required, non-blank text field of at most `max_length` characters."""
-    return Annotated[
-        str,
-        StringConstraints(strict=True, min_length=1, max_length=max_length),
-        AfterValidator(check_text),
-    ]

@@ -13,11 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from brandforge.names import Brand
 from serving.rollout.analysis import RolloutOverrides
-from serving.text import OptionalText, Prompt, short_text
+from serving.text import OptionalText, Prompt, Reason
 
 SEED_LIMIT = 2**63  # torch seeds are 64-bit; seed + n - 1 must stay below
 MAX_SIDE = 2048  # absolute bound; each version has its own, smaller limit (422 naming it)
-Reason = short_text(500)
 
 __all__ = [
     "AbortRequest",
@@ -86,10 +85,10 @@ class ReviewRequest(BaseModel):
     model_config = _STRICT
 
     decision: Literal["approve", "reject"]
-    reason: Reason | None = None  # type: ignore[valid-type]
+    reason: Reason | None = None
 
 
 class AbortRequest(BaseModel):
     model_config = _STRICT
 
-    reason: Reason = "aborted by API"  # type: ignore[valid-type]
+    reason: Reason = "aborted by API"

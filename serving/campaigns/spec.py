@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from brandforge.names import Brand
-from serving.text import PROMPT_MAX, check_optional_text, check_text
+from serving.text import PROMPT_MAX, OptionalText, Prompt, check_optional_text, check_text
 
 # A campaign is a batch job, not a bulk loader: more items than this is a request to split it.
 MAX_ITEMS = 5000
@@ -48,11 +48,6 @@ _RATIO = re.compile(r"^[1-9]\d{0,2}:[1-9]\d{0,2}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 
 
-Template = Annotated[
-    str,
-    StringConstraints(strict=True, min_length=1, max_length=PROMPT_MAX),
-    AfterValidator(check_text),
-]
 Value = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=VALUE_MAX),
@@ -63,9 +58,6 @@ Headline = Annotated[
 ]
 Cta = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=100), AfterValidator(check_text)
-]
-NegativePrompt = Annotated[
-    str, StringConstraints(strict=True, max_length=PROMPT_MAX), AfterValidator(check_optional_text)
 ]
 Label = Annotated[
     str, StringConstraints(strict=True, max_length=200), AfterValidator(check_optional_text)
@@ -119,9 +111,9 @@ class CampaignSpec(BaseModel):
 
     brand: Brand
     name: Label = ""
-    template: Template
+    template: Prompt  # the same rules as a live prompt
     variables: dict[str, list[Value]] = Field(default_factory=dict)
-    negative_prompt: NegativePrompt | None = None
+    negative_prompt: OptionalText | None = None
     ratios: list[str] = Field(default_factory=lambda: ["1:1"], min_length=1, max_length=12)
     variants: int = Field(1, strict=True, ge=1, le=16, description="seeds per combination, ratio")
     formats: list[StillFormat] = Field(default_factory=_default_formats, min_length=1)
