@@ -147,7 +147,6 @@ class Catalog:
 
 def _read_sizes(model_id: str) -> SizeLimits:
     from registry.core import RegistryError, client, get_version
-    from registry.limits import NATIVE_SIZE_TAG, size_limits
 
     name, version = model_id.rsplit("/", 1)
     c = client()
@@ -155,6 +154,14 @@ def _read_sizes(model_id: str) -> SizeLimits:
         info = get_version(c, name, version)
     except RegistryError as err:
         raise NotFound(f"{model_id}: {err}") from None
+    return _sizes_of(c, info)
+
+
+def _sizes_of(c: Any, info: Any) -> SizeLimits:
+    """A version's sizes from its tags (`registry.limits`), or from its training run's
+    `base.resolution` for a version registered before the size tags."""
+    from registry.limits import NATIVE_SIZE_TAG, size_limits
+
     trained_at = None
     if NATIVE_SIZE_TAG not in info.tags and info.run_id:
         # Registered before the size tags: the training run's `base.resolution` param.
@@ -186,7 +193,8 @@ def registry_context(model_id: str) -> BrandContext:
     from registry.core import client, get_version
 
     name, version = model_id.rsplit("/", 1)
-    info = get_version(client(), name, version)
+    c = client()
+    info = get_version(c, name, version)
     raw = info.tags.get("brandforge.brand_kit")
     kit = BrandKit.model_validate(json.loads(raw)) if raw else None
     logo, font = None, None
@@ -197,7 +205,7 @@ def registry_context(model_id: str) -> BrandContext:
         logo=logo,
         font=font and Path(font),
         dataset_hash=info.tags.get("brandforge.dataset_hash"),
-        native_size=_read_sizes(model_id).native,
+        native_size=_sizes_of(c, info).native,  # one registry read for both
     )
 
 
