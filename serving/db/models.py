@@ -4,9 +4,10 @@ Tables: `api_keys` and `audit_log` (access control, see `serving.auth`), `assets
 `asset_events` (metadata of generated images and their impressions and clicks; the files live in
 the asset store, addressed by the opaque id, never by a client-supplied path), `campaigns` and
 `campaign_items` (the batch queue), `rollouts`, `rollout_decisions` and `request_log` (canary
-rollouts). Connecting is `serving.db.engine`; the schema is made and changed only by the Alembic
-revisions of `serving.db.migrate` (a change here needs a new revision: `brandforge db
-revision`, and `tests/serving/db/test_migrations.py` fails until it exists).
+rollouts), `usage_windows` (admission limits, `serving.admission`) and `subject_refs`
+(erasure, `serving.privacy`). Connecting is `serving.db.engine`; the schema is made and changed
+only by the Alembic revisions of `serving.db.migrate` (a change here needs a new revision:
+`brandforge db revision`, and `tests/serving/db/test_migrations.py` fails until it exists).
 
 Conventions, so that both backends give back the same values:
 
@@ -148,6 +149,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Admission limits of this key (None: the settings' defaults; serving.admission).
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    daily_images: Mapped[int | None] = mapped_column(Integer, default=None)
 
     @property
     def role_list(self) -> list[str]:
@@ -182,6 +186,45 @@ class AuditLog(Base):
 
     def __repr__(self) -> str:
         return f"AuditLog(at={self.at!r}, actor={self.actor!r}, action={self.action!r})"
+
+
+class UsageWindow(Base):
+    """How much of a limit one scope used in one time window (`serving.admission`).
+
+    `scope` is `key:<name>` or `brand:<brand>`; `metric` what is counted (`requests`,
+    `images`, `cost`); `window_start` the start of the window (a minute, a UTC day). Counting
+    in the database makes a limit hold across every ingress replica; old windows are deleted
+    by `window_start`."""
+
+    __tablename__ = "usage_windows"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    def __repr__(self) -> str:
+        return f"UsageWindow({self.scope!r}, {self.metric!r}, {self.window_start!r}: {self.count})"
+
+
+class SubjectRef(Base):
+    """A data subject (an e-mail, phone, customer id...) that a stored object mentioned before
+    redaction, by keyed hash only (`serving.privacy`): erasure finds every object of a subject
+    without the database ever holding the subject in clear. `kind` names the table (`asset`,
+    `campaign`, `campaign_item`, `audit_log`), `object_id` the row's id as text."""
+
+    __tablename__ = "subject_refs"
+    __table_args__ = (Index("ix_subject_refs_kind_object", "kind", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(200))
+    brand: Mapped[str | None] = mapped_column(String(BRAND_MAX), default=None)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"SubjectRef({self.kind!r}, {self.object_id!r})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +280,8 @@ class Asset(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(200), default=None)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     review_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # The key that encrypts the stored file (None: stored in clear; serving.assets.crypto).
+    key_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
     def __repr__(self) -> str:
         return (

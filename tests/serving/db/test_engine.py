@@ -22,7 +22,7 @@ def test_schema(db_engine: Engine, db_url: str) -> None:
     cols = {c["name"] for c in insp.get_columns("api_keys")}
     assert cols == {
         "id", "name", "key_prefix", "key_hash", "roles", "brands",
-        "created_at", "revoked_at", "last_used_at",
+        "created_at", "revoked_at", "last_used_at", "rate_per_minute", "daily_images",
     }  # fmt: skip
     asset_indexes = {tuple(ix["column_names"]) for ix in insp.get_indexes("assets")}
     assert ("brand", "created_at") in asset_indexes and ("created_at",) in asset_indexes

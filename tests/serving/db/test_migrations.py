@@ -19,13 +19,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select
 
-from serving.db import migrate
 from serving.db.engine import engine_for, session_factory
-from serving.db.migrate import SchemaNotCurrent, current, head, require_current, upgrade
+from serving.db.migrate import (
+    SchemaNotCurrent,
+    alembic_config,
+    current,
+    head,
+    require_current,
+    upgrade,
+)
 from serving.db.models import ApiKey, Asset, AssetEvent, Base, Campaign, CampaignItem, Rollout
 from tests.serving.db import legacy_c9915d7 as legacy
 
@@ -159,7 +166,7 @@ def _reflected(engine: Engine) -> dict[str, Any]:
 
 def test_fresh_upgrade_equals_models(engine: Engine, tmp_path: Path, request) -> None:
     assert current(engine) is None
-    assert upgrade(engine) == head() == "0001"
+    assert upgrade(engine) == head() == "0002"
     assert current(engine) == head()
     assert _schema_diff(engine) == []  # models and migrations agree (`alembic check`)
 
@@ -242,18 +249,16 @@ def test_pre_alembic_database_upgrades_with_data(engine: Engine, history: str) -
 # --------------------------------------------------------------------------------------------
 
 
-def test_require_current_says_what_to_do(engine: Engine, monkeypatch) -> None:
-    with pytest.raises(SchemaNotCurrent, match=r"is empty.*needs revision 0001.*db upgrade"):
+def test_require_current_says_what_to_do(engine: Engine) -> None:
+    with pytest.raises(SchemaNotCurrent, match=r"is empty.*needs revision 0002.*db upgrade"):
         require_current(engine)
-    upgrade(engine)
-    require_current(engine)
-
-    monkeypatch.setattr(migrate, "head", lambda: "0002")
+    upgrade(engine, revision="0001")  # a database the previous release made
     with pytest.raises(
         SchemaNotCurrent, match=r"at revision 0001, this release needs 0002: run `brandforge db"
     ):
         require_current(engine)
-    monkeypatch.undo()
+    upgrade(engine)
+    require_current(engine)
 
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
@@ -316,3 +321,28 @@ def test_sqlite_file_is_owner_only(tmp_path: Path) -> None:
         assert _mode(older) == 0o600
     finally:
         os.umask(old_umask)
+
+
+def test_0002_keeps_rows_and_goes_back(engine: Engine) -> None:
+    """0002 only adds: a key made under 0001 keeps its row, with no limits of its own; and a
+    downgrade to 0001 removes exactly what 0002 added."""
+    upgrade(engine, revision="0001")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO api_keys (name, key_prefix, key_hash, roles, brands, created_at) "
+                "VALUES ('app', 'bf_abcdefghi', :h, 'generate', 'acme', CURRENT_TIMESTAMP)"
+            ),
+            {"h": "0" * 64},
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT name, rate_per_minute, daily_images FROM api_keys"))
+        assert row.one() == ("app", None, None)
+    assert {"usage_windows", "subject_refs"} <= set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001")
+    assert not {"usage_windows", "subject_refs"} & set(inspect(engine).get_table_names())
+    assert "rate_per_minute" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    upgrade(engine)
+    assert _schema_diff(engine) == []
