@@ -10,6 +10,11 @@ for acme, `initech-app` for initech, `reviewer` reviews every brand, `acme-ops` 
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +96,54 @@ def api(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir) -> Api:  # 
         with TestClient(create_api(services), raise_server_exceptions=False) as test_client:
             yield Api(test_client, services, keys, root)
     get_settings.cache_clear()
+
+
+@contextmanager
+def serve_loopback(app: Any, **uvicorn_options: Any) -> Iterator[str]:
+    """Run `app` with uvicorn on a free loopback port in a thread; yields its base URL
+    (`https://` when `ssl_certfile` is among the options)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, **uvicorn_options
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test HTTP server did not start within 15 s")
+        time.sleep(0.02)
+    scheme = "https" if uvicorn_options.get("ssl_certfile") else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class Loopback:
+    """The same API and services as `api`, served over real HTTP on 127.0.0.1."""
+
+    url: str
+    services: Any
+    keys: dict[str, str]
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[key]}"}
+
+
+@pytest.fixture(scope="session")
+def loopback(api: Api) -> Iterator[Loopback]:
+    from serving.api.create import create_api
+
+    with serve_loopback(create_api(api.services)) as url:
+        yield Loopback(url, api.services, api.keys)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from serving.api.routes.review import _page
 from serving.assets.store import AssetStore
 from serving.auth import create_key
+from tests.serving.api.conftest import serve_loopback
 from tests.serving.assets.test_review import VIOLATION, Db, review_db
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -101,33 +98,6 @@ def review_app(sessions: sessionmaker[Session], store: AssetStore) -> Any:
         renderer=LocalRenderer(),
     )
     return create_api(services)
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test HTTP server did not start within 15 s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @dataclass
@@ -253,7 +223,7 @@ def test_review_page_in_chromium_approves_and_rejects(db: Db):
     with db.sessions.begin() as session:
         key, _ = create_key(session, name="reviewer-rita", roles=["review"], brands=["acme"])
 
-    with serve(review_app(db.sessions, db.store)) as base:
+    with serve_loopback(review_app(db.sessions, db.store)) as base:
         walk = drive_review_page(f"{base}/review", key)
 
     assert walk.script_errors == []
