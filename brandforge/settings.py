@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     retention_days: dict[str, float] = Field(default_factory=dict)
     # In-memory cache of asset bytes per process (LRU); 0 turns it off.
     asset_cache_mb: int = Field(default=64, ge=0)
+    # Encryption at rest of asset files (serving.assets.crypto): a key file of named keys,
+    # one `<key id> <base64 32 bytes>` per line, the last the newest (`brandforge assets
+    # new-key` adds one); or one base64 key. Unset (the default): files are stored in clear.
+    asset_key_file: Path | None = None
+    asset_key: SecretStr | None = None
+    # Server-side encryption of an S3 asset store: "AES256" (SSE-S3) or "aws:kms" (SSE-KMS,
+    # with `asset_s3_kms_key_id`, else the bucket's AWS-managed key). Unset: the bucket's default.
+    asset_s3_sse: Literal["AES256", "aws:kms"] | None = None
+    asset_s3_kms_key_id: str | None = Field(default=None, max_length=2048)
     # Brands whose every generated asset waits for a person's approval before delivery
     # (JSON list: BRANDFORGE_REVIEW_BRANDS='["acme"]'); others go to review only when they fail
     # the brand kit after their retries.
@@ -61,6 +70,23 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return value.strip()
+
+    @field_validator(
+        "asset_key_file", "asset_key", "asset_s3_sse", "asset_s3_kms_key_id", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # An exported but empty variable means "not set", not a key file named "".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> Settings:
+        if self.asset_s3_kms_key_id is not None and self.asset_s3_sse != "aws:kms":
+            raise ValueError(
+                "BRANDFORGE_ASSET_S3_KMS_KEY_ID is set but BRANDFORGE_ASSET_S3_SSE is not "
+                "'aws:kms': set both for SSE-KMS"
+            )
+        return self
 
     @field_validator("retention_days")
     @classmethod
