@@ -166,6 +166,10 @@ class RegisterParams(_Section):
     # The largest width or height (pixels) serving accepts for the registered version; null:
     # 4x its native resolution, capped at 2048 (registry.limits).
     max_size: int | None = Field(None, ge=8, le=8192)
+    # The largest cost of one request serving accepts for the version, in cost units (one
+    # image at its native size for one step; registry.limits): BRANDFORGE_MAX_REQUEST_COST
+    # overrides it at serving time.
+    max_cost: int = Field(2000, ge=1, le=10_000_000)
 
 
 class RolloutParams(_Section):

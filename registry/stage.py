@@ -27,7 +27,7 @@ from registry.core import (
     move_alias,
     record,
 )
-from registry.limits import MAX_SIZE_TAG, NATIVE_SIZE_TAG, size_tags
+from registry.limits import MAX_COST_TAG, MAX_SIZE_TAG, NATIVE_SIZE_TAG, cost_tags, size_tags
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
     native = native_size(dict(run.data.params), base_ref.resolution)
     try:
         tags.update(size_tags(native, max_size=params.registration.max_size))
+        tags.update(cost_tags(params.registration.max_cost))
     except ValueError as err:
         raise RegistryError(f"params.yaml: {err}") from None
     base_version = store_base(c, root / BASE_DIR, base_ref)
@@ -183,6 +184,7 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "base_model_version": base_version,
         "native_size": int(tags[NATIVE_SIZE_TAG]),
         "max_size": int(tags[MAX_SIZE_TAG]),
+        "max_cost": int(tags[MAX_COST_TAG]),
         "model_uri": f"models:/{name}/{version}",
     }
     out = root / REGISTER_METRICS

@@ -3,9 +3,12 @@
 import pytest
 
 from registry.limits import (
+    DEFAULT_MAX_COST,
+    MAX_COST_TAG,
     MAX_SIZE_TAG,
     NATIVE_SIZE_TAG,
     SizeLimits,
+    cost_tags,
     default_max_size,
     size_limits,
     size_tags,
@@ -48,8 +51,18 @@ def test_a_damaged_tag_is_ignored_not_an_error(bad, caplog):
     # a hand-edited tag must not take the version out of service: fall back as if absent
     assert size_limits({NATIVE_SIZE_TAG: bad}, base_resolution=64) == SizeLimits(64, 256)
     assert size_limits({NATIVE_SIZE_TAG: "64", MAX_SIZE_TAG: bad}) == SizeLimits(64, 256)
-    assert "not a positive number of pixels" in caplog.text
+    assert size_limits({NATIVE_SIZE_TAG: "64", MAX_COST_TAG: bad}) == SizeLimits(64, 256, 2000)
+    assert "not a positive number" in caplog.text
 
 
 def test_a_limit_tag_below_native_is_raised_to_native():
     assert size_limits({NATIVE_SIZE_TAG: "512", MAX_SIZE_TAG: "256"}) == SizeLimits(512, 512)
+
+
+def test_the_cost_limit_is_a_tag_read_back_with_the_sizes_and_defaults_without_it():
+    tags = size_tags(32) | cost_tags(500)
+    assert size_limits(tags) == SizeLimits(native=32, max=128, max_cost=500)
+    assert size_limits(size_tags(32)).max_cost == DEFAULT_MAX_COST
+    assert cost_tags() == {MAX_COST_TAG: str(DEFAULT_MAX_COST)}
+    with pytest.raises(ValueError, match="register.max_cost 0: expected at least 1"):
+        cost_tags(0)

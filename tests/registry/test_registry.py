@@ -170,6 +170,7 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
         "base_model_version": result["base_model_version"],
         "native_size": 32,
         "max_size": 128,
+        "max_cost": 2000,
         "model_uri": f"models:/{project.name}/1",
     }
     c = core.client()
@@ -203,10 +204,11 @@ def test_the_size_limit_follows_the_training_resolution_and_the_register_param(p
     run_id = project.train()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_param("base.resolution", 48)  # what train logs: the resolution it drew at
-    project.params = parse_params({"data": {"brand": project.brand}, "register": {"max_size": 96}})
+    register = {"max_size": 96, "max_cost": 300}
+    project.params = parse_params({"data": {"brand": project.brand}, "register": register})
     assert project.register()["native_size"] == 48
     v = core.get_version(core.client(), project.name, "1")
-    assert size_limits(v.tags) == SizeLimits(native=48, max=96)
+    assert size_limits(v.tags) == SizeLimits(native=48, max=96, max_cost=300)
     project.params = parse_params({"data": {"brand": project.brand}, "register": {"max_size": 40}})
     with pytest.raises(core.RegistryError, match="max_size 40 is below the version's native"):
         project.register()
