@@ -13,6 +13,13 @@ reused), so the one stale case is a file deleted by another process (`brandforge
 still served from a server's cache until evicted. Callers that must not serve a purged asset
 check its database row (`status`) first, which the HTTP API does anyway for access control.
 
+Encryption at rest: given a key ring (`serving.assets.crypto`, from the settings' asset key),
+`put` stores each file encrypted under the ring's newest key and returns its key id (the row's
+`assets.key_id`), and `get` decrypts; files stored in clear before a key was set are read as
+they are. The cache holds decrypted bytes, in this process's memory only. On S3 the settings'
+server-side encryption (SSE-S3 or SSE-KMS) is asked for on every upload as well. A local
+store's folders are created owner-only (0700) and its files 0600.
+
 Retention (when an asset expires, purging, statistics) is `serving.assets.retention`.
 """
 
@@ -27,8 +34,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+from serving.assets.crypto import KeyRing, decrypt, encrypt, is_encrypted, key_id_of, rewrap
 
+if TYPE_CHECKING:
     from brandforge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,9 @@ KEY_MAX = 1024
 DEFAULT_BRAND = "*"
 ASSET_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
 EXT_PATTERN = re.compile(r"^[a-z0-9]{1,8}$")
+# A local store holds prompts' pictures: readable by its owner only, like the database.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class AssetMissing(KeyError):
@@ -113,24 +124,40 @@ class AssetStore:
     """
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> AssetStore:
-        """The store the settings name: `asset_store` with `asset_store_options`, else the
-        local folder `asset_dir`; cache of `asset_cache_mb`."""
+    def from_settings(
+        cls, settings: Settings | None = None, *, url: str | None = None, cache: bool = True
+    ) -> AssetStore:
+        """The store the settings name: `url` if given, else `asset_store`, else the local
+        folder `asset_dir`; with `asset_store_options`, the asset key ring and, on S3, the
+        server-side encryption settings; cache of `asset_cache_mb` (none if not `cache`).
+        Raises `serving.assets.crypto.KeyRingError` (a `ValueError`) for unusable keys."""
         from brandforge.settings import get_settings
 
         settings = settings or get_settings()
-        url = settings.asset_store or str(settings.asset_dir)
+        url = url or settings.asset_store or str(settings.asset_dir)
+        options = dict(settings.asset_store_options)
+        sse = s3_encryption_kwargs(settings.asset_s3_sse, settings.asset_s3_kms_key_id)
+        if sse and url.partition("://")[0] in ("s3", "s3a"):
+            options["s3_additional_kwargs"] = {**options.get("s3_additional_kwargs", {}), **sse}
+        elif sse:
+            log.warning("BRANDFORGE_ASSET_S3_SSE is ignored: the asset store %s is not S3", url)
         return cls(
             url,
-            options=dict(settings.asset_store_options),
-            cache_bytes=settings.asset_cache_mb * 2**20,
+            options=options,
+            cache_bytes=settings.asset_cache_mb * 2**20 if cache else 0,
+            keys=KeyRing.from_settings(settings),
         )
 
     def __init__(
-        self, url: str, *, options: dict[str, Any] | None = None, cache_bytes: int = 64 * 2**20
+        self,
+        url: str,
+        *,
+        options: dict[str, Any] | None = None,
+        cache_bytes: int = 64 * 2**20,
+        keys: KeyRing | None = None,
     ) -> None:
         """Open the store at `url` (fsspec URL or local path; `~` and a relative path are
-        resolved now).
+        resolved now), encrypting new files with `keys` (None: in clear).
 
         Raises `ValueError` for a URL fsspec cannot use (unknown protocol, no bucket) and
         `ImportError` when the protocol's package is missing (s3fs for `s3://`). Nothing is
@@ -168,6 +195,7 @@ class AssetStore:
         self._reading: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
+        self.keys = keys
 
     def __repr__(self) -> str:
         return f"AssetStore({self.url()!r})"
@@ -179,8 +207,9 @@ class AssetStore:
     def _path(self, key: str) -> str:
         return f"{self._root}/{check_key(key)}"
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write `data` under `key`, replacing any file there.
+    def put(self, key: str, data: bytes) -> str | None:
+        """Write `data` under `key`, replacing any file there; the id of the key that
+        encrypts it (for `assets.key_id`), or None when it is stored in clear.
 
         Atomic on local disk (a temporary file in the same folder, flushed, then renamed over
         the target), so a reader or a crash never sees half a file; an S3 PUT is atomic by
@@ -189,16 +218,22 @@ class AssetStore:
         path = self._path(key)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"asset {key!r}: data must be bytes, got {type(data).__name__}")
+        stored = bytes(data) if self.keys is None else encrypt(data, ring=self.keys, store_key=key)
         self._invalidate(key)
+        self._write(path, stored)
+        self._invalidate(key)
+        return None if self.keys is None else self.keys.newest
+
+    def _write(self, path: str, stored: bytes) -> None:
         if self._local:
-            _atomic_write(Path(path), bytes(data))
+            _atomic_write(Path(path), stored)
         else:
-            self._fs.pipe_file(path, bytes(data))
+            self._fs.pipe_file(path, stored)
             self._fs.invalidate_cache(path)
-        self._invalidate(key)
 
     def get(self, key: str) -> bytes:
-        """The bytes stored under `key`, from the cache when there; `AssetMissing` if none."""
+        """The bytes stored under `key` (decrypted), from the cache when there; `AssetMissing`
+        if none, `serving.assets.crypto.UnreadableAsset` if it cannot be decrypted."""
         path = self._path(key)
         with self._lock:
             cached = self._cache.get(key)
@@ -210,7 +245,7 @@ class AssetStore:
             self._reading[key] = self._reading.get(key, 0) + 1
         data: bytes | None = None
         try:
-            data = self._fs.cat_file(path)
+            data = decrypt(self._fs.cat_file(path), ring=self.keys, store_key=key)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             pass
         finally:
@@ -230,6 +265,27 @@ class AssetStore:
                 "(never written, deleted, or purged after its retention period)"
             )
         return data
+
+    def rewrap(self, key: str, *, encrypt_clear: bool = False) -> tuple[str | None, str | None]:
+        """Re-wrap the data key of the file under `key` with the ring's newest key, the body
+        untouched: (key id before, key id after). A file already under the newest key is left
+        as it is; a clear file too, unless `encrypt_clear` (then it is encrypted whole). The
+        write is atomic, so a crash leaves the old file or the new one, both readable."""
+        if self.keys is None:
+            raise ValueError("no asset key is configured: set BRANDFORGE_ASSET_KEY_FILE")
+        path = self._path(key)
+        try:
+            stored = self._fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise AssetMissing(f"asset {key!r} is not in the asset store {self.url()}") from None
+        before = key_id_of(stored, store_key=key)
+        if before == self.keys.newest or (before is None and not encrypt_clear):
+            return before, before
+        if is_encrypted(stored):
+            self._write(path, rewrap(stored, ring=self.keys, store_key=key))
+        else:
+            self._write(path, encrypt(stored, ring=self.keys, store_key=key))
+        return before, self.keys.newest
 
     def exists(self, key: str) -> bool:
         """Whether a file is stored under `key` (asks the store, not the cache)."""
@@ -313,15 +369,46 @@ class AssetStore:
                 self._dirty.add(key)
 
 
+def s3_encryption_kwargs(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
+    """The S3 request parameters of server-side encryption `sse` ("AES256", "aws:kms" with an
+    optional KMS key id), as s3fs passes them on every upload (`s3_additional_kwargs`)."""
+    if sse is None:
+        return {}
+    if sse not in ("AES256", "aws:kms"):
+        raise ValueError(f"S3 server-side encryption {sse!r}: give 'AES256' or 'aws:kms'")
+    if kms_key_id is not None and sse != "aws:kms":
+        raise ValueError("a KMS key id needs server-side encryption 'aws:kms'")
+    out = {"ServerSideEncryption": sse}
+    if kms_key_id is not None:
+        out["SSEKMSKeyId"] = kms_key_id
+    return out
+
+
+def _private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents owner-only (pathlib gives parents the umask's
+    mode); folders that exist are left as they are."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:  # another writer made it meanwhile
+            pass
+
+
 def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _private_dirs(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server may serve the folder
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 already; say so whatever it does
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

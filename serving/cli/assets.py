@@ -46,10 +46,7 @@ def _store(url: str | None) -> AssetStore:
     from serving.assets.store import AssetStore
 
     try:
-        settings = get_settings()
-        if url is None:
-            return AssetStore.from_settings(settings)
-        return AssetStore(url, options=dict(settings.asset_store_options), cache_bytes=0)
+        return AssetStore.from_settings(get_settings(), url=url, cache=False)
     except ValidationError as err:
         raise fail(GROUP, f"settings: {' '.join(str(err).split())}", 2) from None
     except (ValueError, ImportError) as err:

@@ -64,7 +64,7 @@ NO_KIT_COMPLIANCE: dict[str, Any] = {
 class Store(Protocol):
     """The part of `serving.assets.store.AssetStore` delivery uses."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes) -> str | None: ...  # the encrypting key's id
 
     def delete(self, key: str) -> bool: ...
 
@@ -163,6 +163,7 @@ def asset_row(
     status: AssetStatus,
     settings: dict[str, Any],
     campaign: CampaignRef | None,
+    key_id: str | None = None,
 ) -> Asset:
     """The `assets` row of one delivered file, the only place one is built. `size` is the
     delivered picture's (width, height); prompts are stored redacted (DESIGN.md, decision 9)."""
@@ -190,6 +191,7 @@ def asset_row(
         item_id=campaign.item_id if campaign is not None else None,
         created_at=created_at,
         expires_at=expires_at,
+        key_id=key_id,
     )
 
 
@@ -273,7 +275,7 @@ class Delivery:
         )
         data = encode_marked(picture, fmt, asset_id=asset_id, xmp=manifest_xmp(manifest))
         key = asset_key(origin.brand, asset_id, EXTENSIONS[fmt])
-        self.store.put(key, data)
+        key_id = self.store.put(key, data)
         done = Delivered(asset_id, key, fmt, drawing.seed, compliance, self.status, manifest)
         self.delivered.append(done)
         first = picture.frames[0] if isinstance(picture, Motion) else picture
@@ -293,6 +295,7 @@ class Delivery:
                 status=self.status,
                 settings=settings or {},
                 campaign=self.campaign,
+                key_id=key_id,
             )
         )
         return done
