@@ -2,8 +2,9 @@
 
 Domain errors (`serving.errors`) and access errors (`serving.auth`) map to their status codes;
 request validation errors to 422 with the input never echoed back (a lone surrogate or a huge
-value must not break or bloat the answer); anything else is a bug: 500 with a request id, the
-traceback in the log, nothing internal in the body.
+value must not break or bloat the answer); a stored asset file this server cannot decrypt is a
+server-side problem: 500 with a request id, the store key and key id in the log only; anything
+else is a bug: 500 with a request id, the traceback in the log, nothing internal in the body.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.assets.crypto import UnreadableAsset
 from serving.auth import AccessError
 from serving.errors import Conflict, DomainError, Gone, Invalid, NotFound, Unavailable
 
@@ -98,6 +100,13 @@ def install(app: FastAPI) -> None:
         response = _answer(request, err.status_code, err.detail)
         response.headers.update(err.headers or {})
         return response
+
+    @app.exception_handler(UnreadableAsset)
+    async def unreadable(request: Request, err: UnreadableAsset) -> JSONResponse:
+        rid = request_id(request)
+        log.error("request %s %s (request id %s): %s", request.method, request.url.path, rid, err)
+        detail = f"the stored file cannot be decrypted on this server; quote request id {rid}"
+        return _answer(request, 500, detail)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, err: Exception) -> JSONResponse:
