@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     # (JSON list: BRANDFORGE_REVIEW_BRANDS='["acme"]'); others go to review only when they fail
     # the brand kit after their retries.
     review_brands: list[str] = Field(default_factory=list)
+    # C2PA content credentials (serving.delivery.credentials): the PEM certificate chain
+    # (signing certificate first) and its unencrypted PEM private key that sign every
+    # delivered file. Both unset: files are delivered without a C2PA manifest (logged once);
+    # `brandforge credentials dev-cert` makes a development pair.
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
+    # An RFC 3161 time-stamp authority for the C2PA signatures (the only network use of
+    # signing); unset: signatures carry no trusted time.
+    c2pa_tsa_url: str | None = None
+
+    @field_validator("c2pa_cert", "c2pa_key", "c2pa_tsa_url", mode="before")
+    @classmethod
+    def _blank_c2pa_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("asset_store")
     @classmethod
