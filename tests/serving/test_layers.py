@@ -16,7 +16,18 @@ LAYERS = {
     "app": 3,
     "api": 2,
     **dict.fromkeys(
-        ["catalog", "delivery", "rollout", "campaigns", "assets", "auth", "generator"], 1
+        [
+            "catalog",
+            "delivery",
+            "rollout",
+            "campaigns",
+            "assets",
+            "auth",
+            "generator",
+            "policy",
+            "privacy",
+        ],
+        1,
     ),
     **dict.fromkeys(["db", "errors", "text", "config"], 0),
 }

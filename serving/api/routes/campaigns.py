@@ -9,7 +9,9 @@ from fastapi import APIRouter, Path, Query
 
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
+from serving.api.policy import refuse_if_banned
 from serving.auth import Principal, audit
+from serving.campaigns.policy import campaign_violation
 from serving.campaigns.queue import cancel, progress, submit
 from serving.campaigns.spec import CampaignSpec
 from serving.catalog import model_id, model_name
@@ -33,6 +35,14 @@ def submit_campaign(body: CampaignSpec, services: ServicesDep, caller: CallerDep
         canary = (rollout.canary_version, rollout.id, services.rollouts.weight(rollout))
     for version in {champion, canary[0] if canary else champion}:
         _check_generation_size(services, body, model_id(body.brand, version))
+    refuse_if_banned(
+        services,
+        caller,
+        brand=body.brand,
+        route="campaigns",
+        find=lambda lists: campaign_violation(body, lists),
+        versions=[champion, *([canary[0]] if canary else [])],
+    )
     base_seed = body.seed if body.seed is not None else secrets.randbelow(2**62)
     with services.sessions() as session:
         campaign, created = submit(

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
+from serving.api.policy import refuse_if_banned, texts_of
 from serving.api.schemas import GenerateRequest
 from serving.api.services import Services
 from serving.catalog import model_id, model_name
@@ -63,6 +64,15 @@ async def generate(
         client_id = (request.headers.get("x-client-id") or caller.name)[:128]
         if assign_variant(client_id, rollout.id, services.rollouts.weight(rollout)) == "canary":
             variant, version = "canary", rollout.canary_version
+    await asyncio.to_thread(
+        refuse_if_banned,
+        services,
+        caller,
+        brand=body.brand,
+        route="generate",
+        find=texts_of(body.prompt, body.negative_prompt),
+        versions=[version, champion],  # a failed canary falls back to the champion
+    )
     base_seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     served = await _serve(services, body, base_seed, variant, version, champion, rollout)
     if rollout is not None and rollout.mode == "shadow":
