@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     # (JSON list: BRANDFORGE_REVIEW_BRANDS='["acme"]'); others go to review only when they fail
     # the brand kit after their retries.
     review_brands: list[str] = Field(default_factory=list)
+    # Terms no prompt, negative prompt or campaign text may use, for every brand, on top of
+    # each brand kit's `banned_terms` (JSON list: BRANDFORGE_BANNED_TERMS='["free money"]';
+    # whole words, case- and accent-insensitive: serving.policy).
+    banned_terms: list[str] = Field(default_factory=list, max_length=2000)
+    # The secret of the keyed hashes (HMAC-SHA256) that let `brandforge privacy erase` find the
+    # personal data prompts held before redaction (serving.privacy). Give every replica and
+    # the CLI the same key: BRANDFORGE_PRIVACY_KEY (at least 16 characters), else the file
+    # BRANDFORGE_PRIVACY_KEY_FILE; unset, a file `privacy.key` beside an SQLite serving
+    # database (else in the working folder), made owner-only on first use. A new key loses
+    # the references recorded under the old one.
+    privacy_key: SecretStr | None = Field(default=None, min_length=16)
+    privacy_key_file: Path | None = None
     # C2PA content credentials (serving.delivery.credentials): the PEM certificate chain
     # (signing certificate first) and its unencrypted PEM private key that sign every
     # delivered file. Both unset: files are delivered without a C2PA manifest (logged once);
@@ -75,6 +87,21 @@ class Settings(BaseSettings):
     @field_validator("c2pa_cert", "c2pa_key", "c2pa_tsa_url", mode="before")
     @classmethod
     def _blank_c2pa_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("banned_terms")
+    @classmethod
+    def _terms_are_words(cls, value: list[str]) -> list[str]:
+        for term in value:
+            if not term.strip() or len(term) > 200:
+                raise ValueError(
+                    f"banned_terms holds {term[:40]!r}: give terms of 1 to 200 characters"
+                )
+        return value
+
+    @field_validator("privacy_key", "privacy_key_file", mode="before")
+    @classmethod
+    def _blank_privacy_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("asset_store")
