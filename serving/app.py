@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def _replica_setup(config: ServeConfig) -> Any:
-    """What every replica does first: the served environment, redacted logs, and the serving
-    database (checked to be at this release's schema revision, never altered)."""
+    """What every replica does first: the served environment, redacted logs, the serving
+    database (checked to be at this release's schema revision, never altered), and the C2PA
+    signing certificate (loaded and tried once per process)."""
     from brandforge.settings import get_settings
     from serving.db.engine import engine_for
     from serving.db.migrate import require_current
+    from serving.delivery.credentials import credentials_from_settings
     from serving.delivery.redact import install_log_redaction
 
     os.environ.update(dict(config.env))
@@ -43,6 +45,7 @@ def _replica_setup(config: ServeConfig) -> Any:
     install_log_redaction()
     engine = engine_for(get_settings().serving_db)
     require_current(engine)
+    credentials_from_settings()  # a C2PA certificate that cannot sign stops the replica here
     return engine
 
 

@@ -49,6 +49,17 @@ def _prepare_database(*, dev: bool) -> None:
         engine.dispose()
 
 
+def _check_credentials() -> None:
+    """BRANDFORGE_C2PA_CERT and _KEY loaded and tried now (they sign every delivered file): a
+    bad file stops the start here, in one line naming it, not in every replica's log."""
+    from serving.delivery.credentials import CredentialsError, credentials_from_settings
+
+    try:
+        credentials_from_settings()
+    except CredentialsError as err:
+        raise fail(GROUP, str(err), 2) from None
+
+
 def _rollout_params(params: str) -> RolloutParams:
     """The `rollout:` section of params.yaml when the file exists, else the defaults."""
     from brandforge.params import ParamsError, RolloutParams, load_params
@@ -106,6 +117,7 @@ def serve_command(
     db upgrade` does). Without any API key the server refuses to start unless --dev. Stops
     cleanly on Ctrl-C or SIGTERM.
     """
+    _check_credentials()
     _prepare_database(dev=dev)
     rollout = _rollout_params(params)
 

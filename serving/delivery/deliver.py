@@ -1,7 +1,7 @@
 """One generated image → one delivered file: the single path for live requests and campaigns.
 
     picture (an image, or motion frames) ──► provenance manifest (XMP) ──► watermark (pixels)
-        ──► encode in the requested format ──► asset store ──► one `Asset` row
+        ──► encode in the requested format ──► C2PA signature ──► asset store ──► `Asset` row
 
 `Delivery` does this for every file of one live request or one campaign item, and keeps them
 all or none: files go to the store as they are encoded, the rows are committed together at the
@@ -42,6 +42,7 @@ from serving.assets.retention import expiry_for
 from serving.assets.review import AssetStatus
 from serving.assets.store import asset_key
 from serving.db.models import Asset, new_asset_id, utcnow
+from serving.delivery.credentials import ContentCredentials, credentials_from_settings
 from serving.delivery.formats import EXTENSIONS, MOTION_FORMATS, encode_motion, encode_still
 from serving.delivery.manifest import build_manifest, manifest_xmp
 from serving.delivery.redact import redact
@@ -224,6 +225,8 @@ class Delivery:
     campaign: CampaignRef | None = None
     held_for_review: bool = False
     created_at: datetime = field(default_factory=utcnow)
+    # Signs each final file (C2PA); by default the settings' (None: they name no certificate).
+    credentials: ContentCredentials | None = field(default_factory=credentials_from_settings)
     delivered: list[Delivered] = field(default_factory=list, init=False)
     _rows: list[Asset] = field(default_factory=list, init=False, repr=False)
     _kept: bool = field(default=False, init=False, repr=False)
@@ -274,6 +277,8 @@ class Delivery:
             created_at=self.created_at,
         )
         data = encode_marked(picture, fmt, asset_id=asset_id, xmp=manifest_xmp(manifest))
+        if self.credentials is not None:  # last: the signature covers the final bytes
+            data = self.credentials.sign(data, fmt, manifest)
         key = asset_key(origin.brand, asset_id, EXTENSIONS[fmt])
         key_id = self.store.put(key, data)
         done = Delivered(asset_id, key, fmt, drawing.seed, compliance, self.status, manifest)

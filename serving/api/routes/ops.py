@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
+from serving.delivery.credentials import credentials_state
 
 router = APIRouter(tags=["ops"])
 
@@ -25,14 +26,16 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "The generator or the registry does not answer"}},
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """The generator answers and the registry is reachable."""
+    """The generator answers and the registry is reachable; `content_credentials` says
+    whether delivered files are signed (C2PA), and as whom."""
     try:
         resident = await asyncio.wait_for(services.renderer.resident(), 10)
         await asyncio.wait_for(asyncio.to_thread(services.catalog.brands), 10)
+        signing = credentials_state()  # whether delivered files carry signed C2PA manifests
     except Exception as err:  # noqa: BLE001 (any failure means "not ready")
         reason = str(err)[:300] or type(err).__name__
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
-    return JSONResponse({"status": "ready", "resident": resident})
+    return JSONResponse({"status": "ready", "resident": resident, "content_credentials": signing})
 
 
 @router.get(
