@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     # An RFC 3161 time-stamp authority for the C2PA signatures (the only network use of
     # signing); unset: signatures carry no trusted time.
     c2pa_tsa_url: str | None = None
+    # HTTPS for `brandforge serve` (serving.tls): the PEM certificate (chain, server first) and
+    # its PEM private key, both or neither; checked before Ray starts. Unset: plain HTTP, fine
+    # on 127.0.0.1. On a cluster the files must be at these paths on every node with a proxy.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The password of an encrypted `tls_key`; kept out of repr.
+    tls_key_password: str | None = Field(default=None, repr=False)
+
+    @field_validator("tls_cert", "tls_key", "tls_key_password", mode="before")
+    @classmethod
+    def _blank_tls_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("c2pa_cert", "c2pa_key", "c2pa_tsa_url", mode="before")
     @classmethod

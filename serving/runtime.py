@@ -6,14 +6,20 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from serving.app import ServeConfig, build_app
+from serving.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "brandforge"
+LOOPBACK = "127.0.0.1"
+# The processes (psutil) that `ray.init` started in this process: gcs, raylet, monitors.
+_STARTED_HERE: list[Any] = []
 
 
 def _absolute_sqlite(uri: str) -> str:
@@ -42,8 +48,75 @@ def served_environment() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
-def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000) -> Any:
-    """Start Ray (local, or the cluster at RAY_ADDRESS) and deploy the application."""
+def _processes_started(before: set[int]) -> list[Any]:
+    """This process's children that are not in `before`: what `ray.init` just started."""
+    import psutil
+
+    return [child for child in psutil.Process().children() if child.pid not in before]
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Within: a Ray started here takes the loopback address for its node.
+
+    Ray binds gcs, raylet, the agents and workers to the node's address, which it takes from
+    the network unless its multi-node support is off (the default on macOS and Windows, the
+    env switch elsewhere); the processes ray.init starts read the switch from the
+    environment, this one read it when `ray` was imported. Both are restored after the start,
+    so that a later `ray start` in this process may still build a cluster.
+    """
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    saved_constant = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_constant
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
+
+
+def _init_ray(config: ServeConfig) -> None:
+    """Connect to the cluster at RAY_ADDRESS, or start a local Ray listening on 127.0.0.1 only
+    (and remember its processes, for `stop`)."""
+    import psutil
+    import ray
+
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "runtime_env": {"env_vars": dict(config.env)},
+    }
+    address = os.environ.get("RAY_ADDRESS") or None
+    # ray.init replaces this process's SIGTERM handler with sys.exit, which skips `stop`.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    if address:
+        ray.init(address=address, **options)
+    else:
+        before = {child.pid for child in psutil.Process().children()}
+        try:
+            with _loopback_only():
+                ray.init(_node_ip_address=LOOPBACK, **options)
+        finally:  # also after a failed or interrupted start: stop() ends what did start
+            _STARTED_HERE[:] = _processes_started(before)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def start(
+    config: ServeConfig,
+    *,
+    host: str = LOOPBACK,
+    port: int = 8000,
+    tls: TlsFiles | None = None,
+) -> Any:
+    """Start Ray (local, or the cluster at RAY_ADDRESS) and deploy the application; over
+    HTTPS when `tls` is given (checked first: `serving.tls.check_tls`)."""
     import ray
     from ray import serve
 
@@ -52,35 +125,91 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000) -> 
     # This process's logs (the driver's); each replica installs it again in its own process.
     install_log_redaction()
     if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS") or None,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": dict(config.env)},
-        )
-    serve.start(http_options={"host": host, "port": port})
+        _init_ray(config)
+    http_options: dict[str, Any] = {"host": host, "port": port}
+    if tls is not None:
+        http_options.update(tls.http_options())
+    serve.start(http_options=http_options)
     return serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
 
 
-def stop() -> None:
+def _end(processes: list[Any], grace_s: float) -> None:
+    """SIGTERM, then after `grace_s` SIGKILL, for each of `processes` still running."""
+    import psutil
+
+    alive = [p for p in processes if p.is_running()]
+    for process in alive:
+        with suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for process in alive:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    if alive:
+        log.warning("killed %d Ray processes that did not stop on SIGTERM", len(alive))
+
+
+def stop(grace_s: float = 5.0) -> None:
+    """Shut Ray Serve down, then Ray, then every process left of a Ray started here.
+
+    `ray.shutdown` ends gcs and raylet but leaves the dashboard and runtime-env agents (the
+    raylet's children) running; they are listed before their parent goes, and ended after.
+    """
     import ray
     from ray import serve
 
+    ours = [p for started in _STARTED_HERE if started.is_running() for p in _tree(started)]
+    _STARTED_HERE.clear()
     try:
-        serve.shutdown()
+        if ray.is_initialized():  # else serve.shutdown would start a Ray to ask
+            serve.shutdown()
     finally:
         ray.shutdown()
+        _end(ours, grace_s)
 
 
-def run_forever(config: ServeConfig, *, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM, then shut Ray Serve down cleanly."""
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    start(config, host=host, port=port)
-    print(f"BrandForge serving on http://{host}:{port} (API docs: /docs); Ctrl-C stops", flush=True)
+def _tree(process: Any) -> list[Any]:
+    import psutil
+
     try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:  # it ended while we looked
+        return []
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived while the application was still starting."""
+
+
+def run_forever(config: ServeConfig, *, host: str, port: int, tls: TlsFiles | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop Ray Serve and every Ray process started here.
+
+    A signal during the start (which waits for every replica, model loading included) stops
+    it at once rather than after it.
+    """
+    done = threading.Event()
+    starting = True
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        done.set()
+        if starting:
+            raise _Stopped
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        start(config, host=host, port=port, tls=tls)
+        starting = False
+        scheme = "https" if tls else "http"
+        print(
+            f"BrandForge serving on {scheme}://{host}:{port} (API docs: /docs); Ctrl-C stops",
+            flush=True,
+        )
         done.wait()
+    except _Stopped:
+        log.info("stopped while starting")
     finally:
+        starting = False
         log.info("stopping")
         stop()

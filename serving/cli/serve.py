@@ -11,6 +11,7 @@ from serving.cli.common import fail
 
 if TYPE_CHECKING:
     from brandforge.params import RolloutParams
+    from serving.tls import TlsFiles
 
 GROUP = "serve"
 
@@ -47,6 +48,19 @@ def _prepare_database(*, dev: bool) -> None:
         raise fail(GROUP, f"serving database {shown}: {reason}", 1) from None
     finally:
         engine.dispose()
+
+
+def _tls_files() -> TlsFiles | None:
+    """BRANDFORGE_TLS_CERT and _KEY, read and matched now: a bad file stops the start here, in
+    one line naming it, not in a proxy log half a minute later."""
+    from brandforge.settings import get_settings
+    from serving.tls import TlsError, check_tls
+
+    settings = get_settings()
+    try:
+        return check_tls(settings.tls_cert, settings.tls_key, settings.tls_key_password)
+    except TlsError as err:
+        raise fail(GROUP, str(err), 2) from None
 
 
 def _check_credentials() -> None:
@@ -108,15 +122,45 @@ def serve_command(
         int,
         typer.Option("--campaign-batch", min=1, help="Campaign items a worker draws at once."),
     ] = 4,
+    queue_images: Annotated[
+        int,
+        typer.Option(
+            "--queue-images",
+            min=1,
+            help="Live images waiting per generator replica before new requests get 503.",
+        ),
+    ] = 32,
+    queue_images_per_key: Annotated[
+        int,
+        typer.Option(
+            "--queue-images-per-key",
+            min=1,
+            help="Live images one API key may have waiting before its requests get 503.",
+        ),
+    ] = 8,
+    deadline_s: Annotated[
+        float,
+        typer.Option(
+            "--deadline-s",
+            min=1,
+            help="A live request's deadline without X-Request-Deadline-Ms (then 504).",
+        ),
+    ] = 60.0,
+    max_deadline_s: Annotated[
+        float,
+        typer.Option("--max-deadline-s", min=1, help="The largest X-Request-Deadline-Ms allowed."),
+    ] = 300.0,
 ) -> None:
     """Run the serving tier: a Ray Serve application with the HTTP API (docs at /docs).
 
     A local Ray starts by default; set RAY_ADDRESS to use an existing cluster. Models come from
     the MLflow registry named by MLFLOW_TRACKING_URI (each brand's `champion`); keys, assets and
     the audit log live in BRANDFORGE_SERVING_DB, whose schema is upgraded first (as `brandforge
-    db upgrade` does). Without any API key the server refuses to start unless --dev. Stops
-    cleanly on Ctrl-C or SIGTERM.
+    db upgrade` does). Without any API key the server refuses to start unless --dev. HTTPS
+    when BRANDFORGE_TLS_CERT and BRANDFORGE_TLS_KEY are set. A local Ray listens on 127.0.0.1
+    only; Ctrl-C or SIGTERM stops the application and every Ray process it started (exit 0).
     """
+    tls = _tls_files()
     _check_credentials()
     _prepare_database(dev=dev)
     rollout = _rollout_params(params)
@@ -133,6 +177,10 @@ def serve_command(
         generator_replicas=replicas,
         campaign_workers=campaign_workers,
         campaign_claim=campaign_batch,
+        max_queued_images=queue_images,
+        max_queued_images_per_key=queue_images_per_key,
+        deadline_s=deadline_s,
+        max_deadline_s=max(max_deadline_s, deadline_s),
         env=served_environment(),
     )
-    run_forever(config, host=host, port=port)
+    run_forever(config, host=host, port=port, tls=tls)

@@ -26,10 +26,12 @@ LAYERS = {
             "generator",
             "policy",
             "privacy",
+            "admission",
+            "scheduler",
         ],
         1,
     ),
-    **dict.fromkeys(["db", "errors", "text", "config"], 0),
+    **dict.fromkeys(["db", "errors", "text", "config", "tls"], 0),
 }
 
 
