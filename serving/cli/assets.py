@@ -1,7 +1,10 @@
-"""`brandforge assets`: retention purge and storage statistics of the asset store."""
+"""`brandforge assets`: retention purge and storage statistics of the asset store, and its
+encryption keys (a new key, rotating files to it)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -171,3 +174,114 @@ def stats_command(
     typer.echo(f"total: {total} asset(s), {total_bytes} bytes ({_size(total_bytes)})")
     typer.echo(f"files without a row: {stats.orphan_files} ({stats.orphan_bytes} bytes)")
     typer.echo(f"rows (not deleted) whose file is missing: {stats.missing_files}")
+
+
+@assets_app.command("new-key")
+def new_key_command(
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            metavar="KEY_ID",
+            help="The new key's id (1-64 of A-Z a-z 0-9 _ . -). Default: k<date>-<random>.",
+            show_default=False,
+        ),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            metavar="PATH",
+            help="The key file to add to (created owner-only when missing). "
+            "Default: BRANDFORGE_ASSET_KEY_FILE.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Add a fresh random asset key to the key file; it becomes the newest.
+
+    New files are encrypted with it as soon as the servers restart with the file; then
+    `brandforge assets rotate-key` moves the older files to it. The key itself is never
+    printed.
+    """
+    import secrets
+    from datetime import UTC, datetime
+
+    from brandforge.settings import get_settings
+    from serving.assets.crypto import KeyRingError, append_key
+
+    path = key_file or get_settings().asset_key_file
+    if path is None:
+        raise fail(GROUP, "no key file: give --key-file or set BRANDFORGE_ASSET_KEY_FILE", 2)
+    key_id = key_id or f"k{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    try:
+        append_key(Path(path), key_id)
+    except (KeyRingError, OSError) as err:
+        raise fail(GROUP, str(err), 2) from None
+    typer.echo(f"added asset key {key_id!r} to {path}: the newest key now")
+    typer.echo("next: restart the servers with it, then run: brandforge assets rotate-key")
+
+
+@assets_app.command("rotate-key")
+def rotate_key_command(
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Count the files per key id; read or change nothing."),
+    ] = False,
+    encrypt_clear: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt-clear", help="Also encrypt the files stored in clear before a key was set."
+        ),
+    ] = False,
+    db: DbOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Re-wrap the data key of every file under an older asset key with the newest one.
+
+    The newest key is the last of BRANDFORGE_ASSET_KEY_FILE; the older ones must still be
+    there. Only each file's header changes, so this is fast whatever the file sizes.
+    Safe to interrupt and rerun: rows are committed in batches. A real run writes an audit row
+    with the counts; drop an old key from the file once a run leaves nothing under it.
+    """
+    from serving.assets.rotation import rotate_keys, rotation_plan
+
+    asset_store = _store(store)
+    if asset_store.keys is None:
+        raise fail(GROUP, "no asset key is configured: set BRANDFORGE_ASSET_KEY_FILE", 2)
+    newest = asset_store.keys.newest
+    with open_session(db, group=GROUP) as session:
+        total = sum(rotation_plan(session, newest, encrypt_clear=encrypt_clear).values())
+        try:
+            with typer.progressbar(
+                length=total, label=f"re-wrapping to {newest}", file=sys.stderr, hidden=dry_run
+            ) as bar:
+                result = rotate_keys(
+                    session,
+                    asset_store,
+                    dry_run=dry_run,
+                    encrypt_clear=encrypt_clear,
+                    actor=cli_actor(),
+                    progress=bar.update,
+                )
+        except OSError as err:
+            raise fail(GROUP, f"asset store {asset_store.url()}: {err}", 1) from None
+    if result.plan:
+        print_table(("KEY ID", "FILES"), [(k, str(n)) for k, n in result.plan.items()])
+    if dry_run:
+        typer.echo(
+            f"would move {total} file(s) to key {newest!r}; {result.left_clear} left in clear "
+            "(dry run: nothing changed)"
+        )
+        return
+    if result.failed:
+        print_table(
+            ("ID", "PATH", "ERROR"), [(f["id"], f["path"], f["error"]) for f in result.failed]
+        )
+    typer.echo(
+        f"key {newest!r}: {result.rewrapped} re-wrapped, {result.encrypted} encrypted, "
+        f"{result.already} already done, {result.missing} missing, {len(result.failed)} failed, "
+        f"{result.left_clear} left in clear"
+    )
+    if result.failed:
+        raise fail(GROUP, f"{len(result.failed)} file(s) could not be opened: see above", 1)
