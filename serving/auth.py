@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from brandforge.names import brand_problem
 from serving.db.models import NAME_MAX, ApiKey, AuditLog, utcnow
+from serving.privacy.subjects import record_subjects, redacted_detail
 
 ROLES = ("generate", "review", "deploy", "admin")
 ADMIN = "admin"
@@ -284,8 +285,15 @@ def audit(
 ) -> AuditLog:
     """Write one audit row: `actor` (a key's name, `cli:<login>` or `system`) did `action`
     (e.g. `api_key.create`) to `brand`, with `detail` as JSON (values that JSON cannot hold
-    are written as `str()`). Never pass a secret in `detail`. Flushes, does not commit."""
-    row = AuditLog(at=utcnow(), actor=actor, action=action, brand=brand, detail=dict(detail))
+    are written as `str()`). Never pass a secret in `detail`. Flushes, does not commit.
+
+    Personal data in the texts of `detail` (a reason that quotes an e-mail address) is
+    redacted, and recorded by keyed hash for erasure (`serving.privacy`)."""
+    clean, mentioned = redacted_detail(dict(detail))
+    row = AuditLog(at=utcnow(), actor=actor, action=action, brand=brand, detail=clean)
     session.add(row)
     session.flush()
+    if mentioned:
+        record_subjects(session, mentioned, kind="audit_log", object_id=str(row.id), brand=brand)
+        session.flush()
     return row

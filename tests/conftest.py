@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# The key of the personal-data hashes (serving.privacy): without it, tests on PostgreSQL would
+# make `privacy.key` in the working folder. Tests of the key file unset it.
+os.environ.setdefault("BRANDFORGE_PRIVACY_KEY", "tests-only-privacy-key-0123456789")
 
 
 @pytest.fixture(scope="session")

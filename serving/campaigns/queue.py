@@ -45,6 +45,7 @@ from serving.campaigns.spec import CampaignSpec, expand, item_seed, ratio_size
 from serving.db.models import Campaign, CampaignItem, utcnow
 from serving.delivery.redact import redact
 from serving.errors import Conflict, Invalid, NotFound
+from serving.privacy.subjects import Subject, record_subjects, subjects_in
 from serving.rollout.split import Variant, assign_variant
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def submit(
         ).first()
         if existing is not None:
             return existing, False
-    spec = redacted(spec)
+    original, spec = spec, redacted(spec)
     now = utcnow()
     spec_json = spec.model_dump(mode="json")
     spec_json["seed"] = base_seed
@@ -143,33 +144,50 @@ def submit(
     )
     session.add(campaign)
     session.flush()
-    for planned in expand(spec):
+    record_subjects(
+        session, _spec_subjects(original), kind="campaign", object_id=campaign.id, brand=spec.brand
+    )
+    mentions: list[tuple[CampaignItem, set[Subject]]] = []
+    for planned, raw in zip(expand(spec), expand(original), strict=True):
         variant, version = Variant.CHAMPION, champion_version
         if canary is not None and canary[2] > 0:
             item_client = f"campaign:{campaign.id}:{planned.key}"
             if assign_variant(item_client, canary[1], canary[2]) == Variant.CANARY:
                 variant, version = Variant.CANARY, canary[0]
         width, height = ratio_size(planned.ratio, spec.size)
-        session.add(
-            CampaignItem(
-                campaign_id=campaign.id,
-                key=planned.key,
-                brand=spec.brand,
-                prompt=redact(planned.prompt),  # values may join into an address
-                values=planned.values,
-                ratio=planned.ratio,
-                width=width,
-                height=height,
-                model_version=version,
-                variant=variant,
-                priority=spec.priority,
-                seed=item_seed(base_seed, planned.key),
-                state=ItemState.PENDING,
-                created_at=now,
-                updated_at=now,
-            )
+        item = CampaignItem(
+            campaign_id=campaign.id,
+            key=planned.key,
+            brand=spec.brand,
+            prompt=redact(planned.prompt),  # values may join into an address
+            values=planned.values,
+            ratio=planned.ratio,
+            width=width,
+            height=height,
+            model_version=version,
+            variant=variant,
+            priority=spec.priority,
+            seed=item_seed(base_seed, planned.key),
+            state=ItemState.PENDING,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(item)
+        if found := subjects_in(raw.prompt):
+            mentions.append((item, found))
+    session.flush()
+    for item, found in mentions:
+        record_subjects(
+            session, found, kind="campaign_item", object_id=str(item.id), brand=spec.brand
         )
     return campaign, True
+
+
+def _spec_subjects(spec: CampaignSpec) -> set[Subject]:
+    """The personal data a spec's texts hold before redaction (`redacted` says which)."""
+    texts = [spec.name, spec.template, spec.negative_prompt, spec.headline, spec.cta]
+    texts += [v for values in spec.variables.values() for v in values]
+    return set().union(*(subjects_in(t) for t in texts))
 
 
 def claim(

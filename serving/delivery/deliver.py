@@ -47,6 +47,7 @@ from serving.delivery.formats import EXTENSIONS, MOTION_FORMATS, encode_motion, 
 from serving.delivery.manifest import build_manifest, manifest_xmp
 from serving.delivery.redact import redact
 from serving.delivery.watermark import embed_watermark, watermark_payload
+from serving.privacy.subjects import Subject, record_subjects, subjects_in
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -230,6 +231,8 @@ class Delivery:
     delivered: list[Delivered] = field(default_factory=list, init=False)
     _rows: list[Asset] = field(default_factory=list, init=False, repr=False)
     _kept: bool = field(default=False, init=False, repr=False)
+    # The personal data each row's prompts held before redaction (serving.privacy).
+    _mentions: list[tuple[str, set[Subject]]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.expires_at = expiry_for(
@@ -303,6 +306,8 @@ class Delivery:
                 key_id=key_id,
             )
         )
+        mentioned = subjects_in(drawing.prompt) | subjects_in(drawing.negative_prompt)
+        self._mentions.append((asset_id, mentioned))
         return done
 
     @property
@@ -324,6 +329,10 @@ class Delivery:
         try:
             with sessions() as session:
                 session.add_all(self._rows)
+                for asset_id, found in self._mentions:
+                    record_subjects(
+                        session, found, kind="asset", object_id=asset_id, brand=self.origin.brand
+                    )
                 session.flush()
                 keep = then(session) if then is not None else True
                 if keep:
@@ -348,6 +357,7 @@ class Delivery:
                 log.warning("could not delete the file %s of a failed delivery", done.key)
         self.delivered.clear()
         self._rows.clear()
+        self._mentions.clear()
 
 
 def decode_png(png: bytes) -> Image.Image:
