@@ -14,8 +14,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrandLimits(BaseModel):
+    """Admission limits of one brand, summed over all its keys (`brand_limits`); None: none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    daily_images: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    max_cost: int | None = Field(default=None, ge=1, le=1_000_000_000)  # replaces the version's
 
 
 class Settings(BaseSettings):
@@ -62,6 +72,18 @@ class Settings(BaseSettings):
     # (JSON list: BRANDFORGE_REVIEW_BRANDS='["acme"]'); others go to review only when they fail
     # the brand kit after their retries.
     review_brands: list[str] = Field(default_factory=list)
+    # Admission (serving.admission): generation requests (live and campaign submissions) per
+    # minute and images per UTC day, per API key, unless the key has its own (`brandforge keys
+    # limits`); 0: no limit. Counted in the serving database, so they hold across replicas.
+    rate_per_minute: int = Field(default=120, ge=0, le=1_000_000)
+    daily_images: int = Field(default=10_000, ge=0, le=1_000_000_000)
+    # The largest cost of one request (cost units: one native-size image at one step), for
+    # every version; unset: each version's own limit, recorded at registration.
+    max_request_cost: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    # Limits per brand, over all of its keys, as JSON; `*` applies to brands not named:
+    # BRANDFORGE_BRAND_LIMITS='{"acme": {"rate_per_minute": 600, "daily_images": 50000,
+    # "max_cost": 500}}'. A brand without an entry has no brand-wide limit.
+    brand_limits: dict[str, BrandLimits] = Field(default_factory=dict)
     # Terms no prompt, negative prompt or campaign text may use, for every brand, on top of
     # each brand kit's `banned_terms` (JSON list: BRANDFORGE_BANNED_TERMS='["free money"]';
     # whole words, case- and accent-insensitive: serving.policy).

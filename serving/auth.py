@@ -72,11 +72,14 @@ class Forbidden(AccessError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name, its roles and its brands (`{"*"}` = every brand)."""
+    """Who is calling: the key's name, its roles and its brands (`{"*"}` = every brand), and
+    its own admission limits (None: the settings' defaults; `serving.admission`)."""
 
     name: str
     roles: frozenset[str]
     brands: frozenset[str]
+    rate_per_minute: int | None = None
+    daily_images: int | None = None
 
     @property
     def all_brands(self) -> bool:
@@ -176,19 +179,42 @@ def _normalise_brands(brands: Iterable[str]) -> list[str]:
     return sorted(given)
 
 
+def check_limits(*, rate_per_minute: int | None, daily_images: int | None) -> None:
+    """ValueError naming the bound unless each given limit is a whole number in its bounds
+    (requests per minute up to 1,000,000; images per UTC day up to 1,000,000,000)."""
+    bounds = {
+        "rate_per_minute": (rate_per_minute, "requests per minute", 1_000_000),
+        "daily_images": (daily_images, "images per UTC day", 1_000_000_000),
+    }
+    for field, (value, what, most) in bounds.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError(f"{field} {value!r}: give 1 to {most:,} {what}")
+
+
 def create_key(
-    session: Session, *, name: str, roles: Iterable[str], brands: Iterable[str]
+    session: Session,
+    *,
+    name: str,
+    roles: Iterable[str],
+    brands: Iterable[str],
+    rate_per_minute: int | None = None,
+    daily_images: int | None = None,
 ) -> tuple[str, ApiKey]:
     """Create an API key; return the plaintext key (show it once, it is not stored) and its row.
 
-    `roles` from `ROLES`; `brands` are brand names, or `["*"]` for every brand. Raises
-    `ValueError` for an empty or duplicate name, no or unknown roles (naming the valid ones),
-    or no or malformed brands. Flushes, does not commit. When the name is taken by a
-    concurrent writer between the check and the insert, the session is rolled back.
+    `roles` from `ROLES`; `brands` are brand names, or `["*"]` for every brand;
+    `rate_per_minute` and `daily_images` the key's own admission limits (None: the settings'
+    defaults). Raises `ValueError` for an empty or duplicate name, no or unknown roles (naming
+    the valid ones), no or malformed brands, or a limit out of bounds. Flushes, does not
+    commit. When the name is taken by a concurrent writer between the check and the insert,
+    the session is rolled back.
     """
     name = _normalise_name(name)
     role_list = _normalise_roles(roles)
     brand_list = _normalise_brands(brands)
+    check_limits(rate_per_minute=rate_per_minute, daily_images=daily_images)
     if session.scalar(select(exists().where(ApiKey.name == name))):
         raise ValueError(f"an API key named {name!r} already exists")
 
@@ -200,6 +226,8 @@ def create_key(
         roles=",".join(role_list),
         brands=",".join(brand_list),
         created_at=utcnow(),
+        rate_per_minute=rate_per_minute,
+        daily_images=daily_images,
     )
     session.add(row)
     try:
@@ -212,7 +240,11 @@ def create_key(
 
 def _principal(row: ApiKey) -> Principal:
     return Principal(
-        name=row.name, roles=frozenset(row.role_list), brands=frozenset(row.brand_list)
+        name=row.name,
+        roles=frozenset(row.role_list),
+        brands=frozenset(row.brand_list),
+        rate_per_minute=row.rate_per_minute,
+        daily_images=row.daily_images,
     )
 
 
@@ -266,6 +298,28 @@ def revoke_key(session: Session, name: str, *, at: datetime | None = None) -> Ap
     if row.revoked_at is None:
         row.revoked_at = at or utcnow()
         session.flush()
+    return row
+
+
+UNCHANGED: Any = object()  # `set_limits`: leave this limit as it is
+
+
+def set_limits(
+    session: Session, name: str, *, rate_per_minute: Any = UNCHANGED, daily_images: Any = UNCHANGED
+) -> ApiKey:
+    """Change a key's own admission limits (None: back to the settings' defaults; a limit not
+    passed stays). ValueError for no such key or a limit out of bounds. Flushes, no commit."""
+    row = get_key(session, name)
+    if row is None:
+        raise ValueError(f"no API key named {name.strip()!r}")
+    given = {"rate_per_minute": rate_per_minute, "daily_images": daily_images}
+    given = {k: v for k, v in given.items() if v is not UNCHANGED}
+    check_limits(
+        rate_per_minute=given.get("rate_per_minute"), daily_images=given.get("daily_images")
+    )
+    for field, value in given.items():
+        setattr(row, field, value)
+    session.flush()
     return row
 
 

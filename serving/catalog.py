@@ -53,10 +53,12 @@ def model_id(brand: str, version: str) -> str:
 
 @dataclass(frozen=True)
 class SizeLimits:
-    """A version's native image size (the default) and the largest side a request may ask for."""
+    """A version's native image size (the default), the largest side a request may ask for,
+    and the largest cost of one request in cost units (`serving.admission`)."""
 
     native: int
     max_side: int
+    max_cost: int = 2000  # registry.limits.DEFAULT_MAX_COST
 
 
 class Catalog:
@@ -139,7 +141,8 @@ class Catalog:
         return self._contexts[model_id]
 
     def sizes(self, model_id: str) -> SizeLimits:
-        """The version's native size and largest allowed side (recorded at registration)."""
+        """The version's native size, largest allowed side and cost limit (recorded at
+        registration)."""
         if model_id not in self._sizes:
             self._sizes[model_id] = _read_sizes(model_id)
         return self._sizes[model_id]
@@ -168,7 +171,7 @@ def _sizes_of(c: Any, info: Any) -> SizeLimits:
         raw = c.get_run(info.run_id).data.params.get("base.resolution")
         trained_at = int(raw) if raw and raw.isdigit() else None
     limits = size_limits(info.tags, trained_at)
-    return SizeLimits(native=limits.native, max_side=limits.max)
+    return SizeLimits(native=limits.native, max_side=limits.max, max_cost=limits.max_cost)
 
 
 @dataclass

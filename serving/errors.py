@@ -34,3 +34,14 @@ class Gone(DomainError):
 
 class Unavailable(DomainError):
     """A dependency failed (a model that cannot be loaded, a registry that does not answer)."""
+
+
+class RateLimited(DomainError):
+    """A rate limit or quota of the caller's key or brand is used up until its window ends
+    (`serving.admission`): `retry_after_s` says when to try again, `limit` which limit it was
+    (scope, name, metric, limit, window)."""
+
+    def __init__(self, message: str, *, retry_after_s: int, limit: dict[str, object]) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit = limit

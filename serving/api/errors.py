@@ -20,11 +20,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.assets.crypto import UnreadableAsset
 from serving.auth import AccessError
-from serving.errors import Conflict, DomainError, Gone, Invalid, NotFound, Unavailable
+from serving.errors import (
+    Conflict,
+    DomainError,
+    Gone,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
-STATUS = {NotFound: 404, Conflict: 409, Invalid: 422, Gone: 410, Unavailable: 503}
+STATUS = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Gone: 410,
+    RateLimited: 429,
+    Unavailable: 503,
+}
 # Documented on every route that can answer them (OpenAPI `responses=`).
 ERROR_DOCS = {
     401: "No API key, or an unknown or revoked one",
@@ -34,6 +49,7 @@ ERROR_DOCS = {
     410: "The object was deleted",
     413: "The request body is too large",
     422: "The request breaks a rule (field, limit, template)",
+    429: "A rate limit or quota of the key or brand is used up: retry after Retry-After seconds",
     503: "A dependency (model, registry) failed; try again",
 }
 
@@ -56,10 +72,12 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def _answer(request: Request, status: int, detail: Any) -> JSONResponse:
+def _answer(request: Request, status: int, detail: Any, **extra: Any) -> JSONResponse:
     rid = request_id(request)
     return JSONResponse(
-        {"detail": detail, "request_id": rid}, status_code=status, headers={"X-Request-Id": rid}
+        {"detail": detail, "request_id": rid, **extra},
+        status_code=status,
+        headers={"X-Request-Id": rid},
     )
 
 
@@ -83,6 +101,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain(request: Request, err: DomainError) -> JSONResponse:
         return _answer(request, status_of(err), err.message)
+
+    @app.exception_handler(RateLimited)
+    async def limited(request: Request, err: RateLimited) -> JSONResponse:
+        response = _answer(request, 429, err.message, limit=err.limit)
+        response.headers["Retry-After"] = str(err.retry_after_s)
+        return response
 
     @app.exception_handler(AccessError)
     async def access(request: Request, err: AccessError) -> JSONResponse:

@@ -36,6 +36,8 @@ class ErrorBody(BaseModel):
 
     detail: str | list[dict[str, object]]
     request_id: str | None = None
+    # 429 only: which limit (scope, name, metric, limit, window, retry_after_s)
+    limit: dict[str, object] | None = None
 
 
 class GenerateRequest(BaseModel):

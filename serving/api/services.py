@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from serving.admission import Policy
     from serving.api.prometheus import Metrics
     from serving.assets.store import AssetStore
     from serving.catalog import Catalog
@@ -29,6 +30,12 @@ class Renderer(Protocol):
     async def resident(self) -> dict[str, list[str]]: ...
 
 
+def _admission_policy() -> Policy:
+    from serving.admission import Policy
+
+    return Policy.from_settings()
+
+
 @dataclass
 class Services:
     config: ServeConfig
@@ -39,5 +46,7 @@ class Services:
     metrics: Metrics
     renderer: Renderer
     retention_days: dict[str, float] | None = None
+    # rate limits, quotas and cost limits (serving.admission); default: from the settings
+    admission: Policy = field(default_factory=_admission_policy)
     # shadow renders in flight (kept referenced until done)
     background: set[asyncio.Task[Any]] = field(default_factory=set)

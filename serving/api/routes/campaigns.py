@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from serving.admission import admit_request, check_cost
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
 from serving.api.policy import refuse_if_banned
 from serving.auth import Principal, audit
 from serving.campaigns.policy import campaign_violation
 from serving.campaigns.queue import cancel, progress, submit
-from serving.campaigns.spec import CampaignSpec
+from serving.campaigns.spec import CampaignSpec, ratio_size
 from serving.catalog import model_id, model_name
 from serving.db.models import Campaign
 from serving.errors import Invalid, NotFound
@@ -22,7 +23,7 @@ router = APIRouter(tags=["campaigns"])
 CampaignId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-@router.post("/v1/campaigns", status_code=202, responses=errors(401, 403, 404, 409, 413, 422))
+@router.post("/v1/campaigns", status_code=202, responses=errors(401, 403, 404, 409, 413, 422, 429))
 def submit_campaign(body: CampaignSpec, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
     """Queue a campaign: the template expanded over its variables, per aspect ratio and
     variant. The model versions are pinned now (the champion; during a live rollout the
@@ -34,7 +35,11 @@ def submit_campaign(body: CampaignSpec, services: ServicesDep, caller: CallerDep
     if rollout is not None and rollout.mode == "live":
         canary = (rollout.canary_version, rollout.id, services.rollouts.weight(rollout))
     for version in {champion, canary[0] if canary else champion}:
-        _check_generation_size(services, body, model_id(body.brand, version))
+        _check_item(services, body, model_id(body.brand, version))
+    # Counted once submitted, as one request and all of its items' images.
+    admit_request(
+        services.sessions, services.admission, caller, body.brand, images=body.item_count()
+    )
     refuse_if_banned(
         services,
         caller,
@@ -93,13 +98,29 @@ def cancel_campaign(
         return progress(session, campaign_id, items=False)
 
 
-def _check_generation_size(services: Any, body: CampaignSpec, mid: str) -> None:
-    limit = services.catalog.sizes(mid).max_side
-    if body.generation_size is not None and body.generation_size > limit:
+def _check_item(services: Any, body: CampaignSpec, mid: str) -> None:
+    """An item's size and cost within the version's limits: the largest ratio at the drawn
+    long side, its steps, and its still plus its motion frames (drawn for the same item)."""
+    sizes = services.catalog.sizes(mid)
+    if body.generation_size is not None and body.generation_size > sizes.max_side:
         raise Invalid(
-            f"generation_size {body.generation_size} is above the largest side {limit} px "
-            f"that {mid} allows"
+            f"generation_size {body.generation_size} is above the largest side "
+            f"{sizes.max_side} px that {mid} allows"
         )
+    long_side = body.generation_size or sizes.native
+    largest = max((ratio_size(r, long_side) for r in body.ratios), key=lambda s: s[0] * s[1])
+    check_cost(
+        services.admission,
+        brand=body.brand,
+        model=mid,
+        native=sizes.native,
+        version_limit=sizes.max_cost,
+        size=largest,
+        steps=body.steps or services.config.default_steps,
+        images=1 + (body.motion.frame_count if body.motion is not None else 0),
+        images_field="images per item (1 + motion frames)",
+        lower="steps, generation_size or the motion frames",
+    )
 
 
 def _campaign_brand(services: Any, caller: Principal, campaign_id: str) -> str:

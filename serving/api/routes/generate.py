@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from serving.admission import admit_request, check_cost
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
 from serving.api.policy import refuse_if_banned, texts_of
@@ -47,7 +48,7 @@ class Served:
     height: int
 
 
-@router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 503))
+@router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 429, 503))
 async def generate(
     body: GenerateRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
@@ -56,6 +57,9 @@ async def generate(
     served version's native size is used; each version has a largest allowed side."""
     started = time.perf_counter()
     caller.require("generate", body.brand)
+    await asyncio.to_thread(
+        admit_request, services.sessions, services.admission, caller, body.brand, images=body.n
+    )
     champion = await asyncio.to_thread(services.catalog.champion, body.brand)
     rollout = await asyncio.to_thread(services.rollouts.current, body.brand)
     variant, version = "champion", champion
@@ -200,6 +204,16 @@ def _size(services: Services, body: GenerateRequest, mid: str) -> tuple[int, int
                 f"{field} {value} is above the largest side {limits.max_side} px that "
                 f"{mid} allows (its native size is {limits.native} px)"
             )
+    check_cost(
+        services.admission,
+        brand=body.brand,
+        model=mid,
+        native=limits.native,
+        version_limit=limits.max_cost,
+        size=(width, height),
+        steps=steps,
+        images=body.n,
+    )
     return width, height
 
 

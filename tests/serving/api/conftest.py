@@ -91,7 +91,15 @@ def api(served_registry, tmp_path_factory, tiny_sd_dir, adapter_dir) -> Api:  # 
                 ("ops", ["admin"], ["*"]),
                 ("initech-all", ["generate", "review", "deploy"], ["initech"]),
             ):
-                keys[name], _ = create_key(session, name=name, roles=roles, brands=brands)
+                # Limits no test run reaches (serving.admission's tests make their own keys).
+                keys[name], _ = create_key(
+                    session,
+                    name=name,
+                    roles=roles,
+                    brands=brands,
+                    rate_per_minute=100_000,
+                    daily_images=100_000_000,
+                )
             session.commit()
         with TestClient(create_api(services), raise_server_exceptions=False) as test_client:
             yield Api(test_client, services, keys, root)
