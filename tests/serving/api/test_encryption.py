@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import requests
 from PIL import Image
@@ -37,7 +38,7 @@ def test_generate_then_get_over_http_while_the_file_on_disk_is_ciphertext(
         key, _ = create_key(session, name="app", roles=["generate"], brands=["acme"])
         session.commit()
     auth = {"Authorization": f"Bearer {key}"}
-    body = {"brand": "acme", "prompt": PROMPT, "steps": 2}
+    body: dict[str, Any] = {"brand": "acme", "prompt": PROMPT, "steps": 2}
 
     with serve_loopback(create_api(services)) as url:
         made = requests.post(f"{url}/v1/generate", json=body, headers=auth, timeout=60)
