@@ -26,6 +26,7 @@ from ray import serve
 
 from serving.config import ServeConfig
 from serving.generator import Engine, ImageJob, Rendered, group
+from serving.scheduler import Scheduler, admission_error
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,15 @@ def _replica_setup(config: ServeConfig) -> Any:
 
 
 def generator_deployment(config: ServeConfig) -> Any:
-    """The generator deployment class, with the multiplexing and batching sizes configured."""
+    """The generator deployment class, with the multiplexing, batching and queue sizes
+    configured. Each replica's own queue (`serving.scheduler`) bounds, orders and drops the
+    images; Ray's `max_queued_requests` only bounds calls waiting at a caller for a slot."""
 
     @serve.deployment(
         name="Generator",
         num_replicas=config.generator_replicas,
         max_ongoing_requests=64,
+        max_queued_requests=config.max_queued_images,
         ray_actor_options={"num_cpus": 0},
     )
     class Generator:
@@ -69,44 +73,34 @@ def generator_deployment(config: ServeConfig) -> Any:
             os.environ.update(dict(config.env))
             install_log_redaction()
             self.engine = Engine()
-            self.live = 0  # live requests in this replica; campaign work waits for none
+            self.queue = Scheduler(
+                lambda jobs, stop: self.engine.render(jobs, should_stop=stop),
+                max_batch_size=config.max_batch_size,
+                batch_wait_s=config.batch_wait_s,
+                max_queued=config.max_queued_images,
+                max_queued_per_key=config.max_queued_images_per_key,
+            )
 
         @serve.multiplexed(max_num_models_per_replica=config.max_adapters)
         async def get_model(self, model_id: str) -> Any:
             return await asyncio.to_thread(self.engine.load_adapter, model_id)
 
-        @serve.batch(max_batch_size=config.max_batch_size, batch_wait_timeout_s=config.batch_wait_s)
-        async def render_one(self, jobs: list[ImageJob]) -> list[Rendered]:
-            results: list[Rendered | None] = [None] * len(jobs)
-            for indices in group(jobs):
-                rendered = await asyncio.to_thread(self.engine.render, [jobs[i] for i in indices])
-                for i, r in zip(indices, rendered, strict=True):
-                    results[i] = r
-            return [r for r in results if r is not None]
-
         async def generate(self, jobs: list[ImageJob], background: bool = False) -> list[Rendered]:
-            """Render `jobs` (one model version). Live requests go first: campaign work
-            (`background`) joins the batch queue only while no live request is waiting, so a
-            campaign never starves the API; it still batches with itself and with live jobs."""
-            model_id = serve.get_multiplexed_model_id()
-            handle = await self.get_model(model_id)  # resident while this call runs
-            if background:
-                while self.live > 0:
-                    await asyncio.sleep(0.005)
-            else:
-                self.live += 1
+            """Render `jobs` (one model version) through the replica's queue: live images
+            round-robin across keys, within their bounds and deadlines; campaign work
+            (`background`) only while no live image waits, batching with live images of the
+            same settings. When the caller is cancelled (its HTTP client went away, or its
+            deadline passed in the ingress), its images are dropped."""
+            handle = await self.get_model(serve.get_multiplexed_model_id())  # resident meanwhile
             try:
-                out = await asyncio.gather(*(self.render_one(job) for job in jobs))
+                return await self.queue.submit(jobs, background=background)
             finally:
-                if not background:
-                    self.live -= 1
-            del handle
-            return list(out)
+                del handle
 
         async def render_loop(self, job: ImageJob, frames: int, seed_to: int) -> list[bytes]:
             """The frames of a looping clip for a campaign (`Engine.render_loop`)."""
             handle = await self.get_model(serve.get_multiplexed_model_id())
-            while self.live > 0:
+            while self.queue.live_pending() > 0:
                 await asyncio.sleep(0.005)
             out = await asyncio.to_thread(
                 self.engine.render_loop, job, frames=frames, seed_to=seed_to
@@ -116,6 +110,11 @@ def generator_deployment(config: ServeConfig) -> Any:
 
         def resident(self) -> dict[str, list[str]]:
             return self.engine.resident()
+
+        def stats(self) -> dict[str, int]:
+            """The queue's counters: images drawn, dropped (gone, expired), batches
+            interrupted, requests refused, and what waits now."""
+            return self.queue.stats()
 
     return Generator
 
@@ -131,8 +130,24 @@ class RayRenderer:
         self.generator = generator
 
     async def render(self, jobs: list[ImageJob]) -> list[Rendered]:
+        from ray.serve.exceptions import BackPressureError
+
+        from serving.errors import Overloaded
+
         call = self.generator.options(multiplexed_model_id=jobs[0].model_id).generate
-        rendered: list[Rendered] = await call.remote(jobs)
+        response = call.remote(jobs)
+        try:
+            rendered: list[Rendered] = await response
+        except asyncio.CancelledError:
+            response.cancel()  # the client left or its deadline passed: the replica drops it
+            raise
+        except BackPressureError as err:
+            raise Overloaded(f"the generator is busy ({err})", retry_after_s=1) from None
+        except Exception as err:
+            refused = admission_error(err)  # the queue's 503 or 504, unwrapped from Ray's error
+            if refused is not None:
+                raise refused from None
+            raise
         return rendered
 
     async def resident(self) -> dict[str, list[str]]:

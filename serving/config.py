@@ -28,3 +28,11 @@ class ServeConfig:
     # The largest request body read: a campaign spec of 5,000 items fits in a few hundred KB;
     # anything larger is refused (413) before it is read whole.
     max_body_bytes: int = 1 << 20
+    # Live images waiting per generator replica, and per API key, before new requests get 503
+    # with Retry-After (serving.scheduler); campaign work is not counted.
+    max_queued_images: int = 32
+    max_queued_images_per_key: int = 8
+    # How long a live request may take (queue + drawing) before it is dropped with 504; a
+    # client may ask for less or more with X-Request-Deadline-Ms, within [1 s, max_deadline_s].
+    deadline_s: float = 60.0
+    max_deadline_s: float = 300.0

@@ -36,6 +36,27 @@ class Unavailable(DomainError):
     """A dependency failed (a model that cannot be loaded, a registry that does not answer)."""
 
 
+class Overloaded(Unavailable):
+    """The generator's queue is at its bound (`serving.scheduler`): try again after
+    `retry_after_s` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in a generator replica and re-raised in the ingress: Ray pickles it.
+        return (_overloaded, (self.message, self.retry_after_s))
+
+
+def _overloaded(message: str, retry_after_s: int) -> Overloaded:
+    return Overloaded(message, retry_after_s=retry_after_s)
+
+
+class DeadlineExceeded(DomainError):
+    """The request's deadline passed before its images were drawn; the work was dropped."""
+
+
 class RateLimited(DomainError):
     """A rate limit or quota of the caller's key or brand is used up until its window ends
     (`serving.admission`): `retry_after_s` says when to try again, `limit` which limit it was

@@ -17,8 +17,11 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from serving.scheduler import Interrupted, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ class ImageJob:
     height: int
     steps: int
     guidance: float
+    client: str = ""  # the API key's name: live work is served round-robin across keys
+    deadline: float | None = None  # time.time() after which nobody waits for this image
 
     def batch_key(self) -> tuple[Any, ...]:
         return (self.model_id, self.width, self.height, self.steps, self.guidance)
@@ -137,8 +142,12 @@ class Engine:
 
     # -- rendering -------------------------------------------------------------------------
 
-    def render(self, jobs: list[ImageJob]) -> list[Rendered]:
-        """Render jobs that share a batch key in one pipeline call; results in job order."""
+    def render(
+        self, jobs: list[ImageJob], *, should_stop: Callable[[], bool] | None = None
+    ) -> list[Rendered]:
+        """Render jobs that share a batch key in one pipeline call; results in job order.
+        `should_stop` is asked after every denoising step: when it says yes the pipeline skips
+        its remaining steps (diffusers' `_interrupt`) and `Interrupted` is raised."""
         import torch
 
         if not jobs:
@@ -149,6 +158,14 @@ class Engine:
         first = jobs[0]
         base = self._bases[self._model_base[first.model_id]]
         started = time.perf_counter()
+        stopped = False
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+            nonlocal stopped
+            if should_stop is not None and should_stop():
+                stopped = pipe._interrupt = True
+            return tensors
+
         with base.lock, torch.inference_mode():
             base.pipe.set_adapters([adapter_name(first.model_id)])
             out = base.pipe(
@@ -160,7 +177,10 @@ class Engine:
                 height=first.height,
                 generator=[torch.Generator("cpu").manual_seed(j.seed) for j in jobs],
                 output_type="pil",
+                callback_on_step_end=on_step_end,
             )
+        if stopped:
+            raise Interrupted(f"a batch of {len(jobs)} stopped: nobody waits for its images")
         seconds = time.perf_counter() - started
         results = []
         for job, image in zip(jobs, out.images, strict=True):
@@ -232,26 +252,35 @@ def group(jobs: list[ImageJob]) -> list[list[int]]:
 
 class LocalRenderer:
     """Draws in this process: the `serving.api.services.Renderer` of tools and tests that run
-    the HTTP API without Ray. Adapters stay resident (no LRU); calls are serialised."""
+    the HTTP API without Ray. Adapters stay resident (no LRU); the queue is the replica's own
+    (`serving.scheduler`: bounded, fair across keys, deadlines), without a wait to fill a
+    batch."""
 
-    def __init__(self, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        max_batch_size: int = 8,
+        max_queued: int = 32,
+        max_queued_per_key: int = 8,
+    ) -> None:
         self.engine = engine or Engine()
         self._handles: dict[str, AdapterHandle] = {}
+        self.scheduler = Scheduler(
+            self._draw,
+            max_batch_size=max_batch_size,
+            max_queued=max_queued,
+            max_queued_per_key=max_queued_per_key,
+        )
 
     async def render(self, jobs: list[ImageJob]) -> list[Rendered]:
-        import asyncio
+        return await self.scheduler.submit(jobs)
 
-        return await asyncio.to_thread(self._render, jobs)
-
-    def _render(self, jobs: list[ImageJob]) -> list[Rendered]:
-        results: list[Rendered | None] = [None] * len(jobs)
-        for indices in group(jobs):
-            batch = [jobs[i] for i in indices]
-            if batch[0].model_id not in self._handles:
-                self._handles[batch[0].model_id] = self.engine.load_adapter(batch[0].model_id)
-            for i, r in zip(indices, self.engine.render(batch), strict=True):
-                results[i] = r
-        return [r for r in results if r is not None]
+    def _draw(self, jobs: list[ImageJob], should_stop: Callable[[], bool]) -> list[Rendered]:
+        model = jobs[0].model_id
+        if model not in self._handles:
+            self._handles[model] = self.engine.load_adapter(model)
+        return self.engine.render(jobs, should_stop=should_stop)
 
     async def resident(self) -> dict[str, list[str]]:
         return self.engine.resident()
