@@ -40,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from serving.assets.crypto import UnreadableAsset
 from serving.db.models import Asset
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,8 @@ def _read_image(asset: Asset, store: AssetReader) -> tuple[Image.Image | None, s
         return None, f"file missing from the asset store ({asset.path})"
     except ValueError as err:  # serving.assets.store.BadAssetKey
         return None, f"the asset store refused its key: {err}"
+    except UnreadableAsset as err:  # encrypted under a key this ring lacks, or altered
+        return None, str(err)
     try:
         return _decode(data), None
     except (UnidentifiedImageError, OSError, ValueError) as err:
