@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
 import typer
 from sqlalchemy import Engine, select, text
 from typer.testing import CliRunner
@@ -67,7 +68,8 @@ def test_cli_create_list_revoke(cli: typer.Typer, db_engine: Engine, db_url: str
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
     assert lines[0].split() == [
-        "NAME", "PREFIX", "ROLES", "BRANDS", "CREATED", "LAST", "USED", "REVOKED"
+        "NAME", "PREFIX", "ROLES", "BRANDS", "RATE/MIN", "IMAGES/DAY", "CREATED", "LAST", "USED",
+        "REVOKED"
     ]  # fmt: skip
     assert lines[1].split()[:4] == ["ci-acme", key[:12], "generate,review", "acme"]
     assert lines[2].split()[:4] == ["root", everything.stdout.strip()[:12], "admin", "*"]
@@ -93,6 +95,43 @@ def test_cli_create_list_revoke(cli: typer.Typer, db_engine: Engine, db_url: str
         assert key not in repr([r.detail for r in s.scalars(select(AuditLog))])
     listed = runner.invoke(cli, ["keys", "list", "--db", db_url])
     assert not listed.stdout.splitlines()[1].endswith(" -")  # the revoked column is filled
+
+
+def test_cli_key_limits_round_trip(cli: typer.Typer, db_engine: Engine, db_url: str) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        cli,
+        ["keys", "create", "-n", "ci", "-r", "generate", "--rate", "30", "--daily-images", "500",
+         "--db", db_url],
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert "limits: 30 requests/minute, 500 images/day" in created.stderr
+    with session_factory(db_engine)() as s:
+        principal = auth.authenticate(s, created.stdout.strip())
+        assert principal is not None
+        assert (principal.rate_per_minute, principal.daily_images) == (30, 500)
+    listed = runner.invoke(cli, ["keys", "list", "--db", db_url])
+    assert listed.stdout.splitlines()[1].split()[4:6] == ["30", "500"]
+
+    changed = runner.invoke(cli, ["keys", "limits", "ci", "--daily-images", "7", "--db", db_url])
+    assert changed.exit_code == 0, changed.output
+    assert "30 requests/minute, 7 images/day" in changed.stdout  # the rate stays
+    reset = runner.invoke(cli, ["keys", "limits", "ci", "--default", "--db", db_url])
+    assert "default requests/minute, default images/day" in reset.stdout
+    with session_factory(db_engine)() as s:
+        row = auth.get_key(s, "ci")
+        assert row is not None and (row.rate_per_minute, row.daily_images) == (None, None)
+        actions = [r.action for r in s.scalars(select(AuditLog).order_by(AuditLog.id))]
+        assert actions == ["api_key.create", "api_key.limits", "api_key.limits"]
+
+    for bad in (["--rate", "0"], ["--daily-images", "1000000001"], ["--rate", "x"], []):
+        refused = runner.invoke(cli, ["keys", "limits", "ci", *bad, "--db", db_url])
+        assert refused.exit_code == 2, (bad, refused.output)
+    assert "--rate" in runner.invoke(cli, ["keys", "limits", "ci", "--rate", "0"]).stderr
+    unknown = runner.invoke(cli, ["keys", "limits", "nope", "--rate", "3", "--db", db_url])
+    assert unknown.exit_code == 2 and "no API key named 'nope'" in unknown.stderr
+    with pytest.raises(ValueError, match="rate_per_minute 0: give 1 to 1,000,000"):
+        auth.check_limits(rate_per_minute=0, daily_images=None)
 
 
 def test_cli_bad_input_exits_2(cli: typer.Typer, db_url: str) -> None:
