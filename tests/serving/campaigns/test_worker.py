@@ -261,3 +261,44 @@ def test_without_a_generation_size_items_draw_at_the_versions_native_size(
     worker.context_for = lambda model_id: BrandContext(kit=lenient_kit(), native_size=32)
     assert run_until_idle(worker, limit=4) == 2
     assert sorted(drawn) == sorted([ratio_size("1:1", 32), ratio_size("16:9", 32)])
+
+
+def test_campaign_files_and_their_mp4_loop_carry_signed_c2pa_credentials(
+    tmp_path, served_registry, engine, monkeypatch
+):
+    from brandforge.settings import get_settings
+    from serving.delivery.credentials import read_credentials
+    from serving.delivery.dev_certificate import dev_certificate_chain
+
+    chain = dev_certificate_chain(days=2)
+    (tmp_path / "chain.pem").write_bytes(chain.chain)
+    (tmp_path / "key.pem").write_bytes(chain.key)
+    monkeypatch.setenv("BRANDFORGE_C2PA_CERT", str(tmp_path / "chain.pem"))
+    monkeypatch.setenv("BRANDFORGE_C2PA_KEY", str(tmp_path / "key.pem"))
+    get_settings.cache_clear()
+    spec = {
+        "brand": "acme",
+        "template": "{brand} banner",
+        "ratios": ["1:1"],
+        "formats": ["png", "jpeg"],
+        "motion": {"format": "mp4", "fps": 4, "frames": 2},
+        "size": 48,
+        "generation_size": 32,
+        "steps": 2,
+    }
+    try:
+        campaign, sessions, store, worker = _campaign(
+            tmp_path, served_registry, spec, lenient_kit(), engine
+        )
+        assert run_until_idle(worker) == 1
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    with sessions() as session:
+        assets = list(session.scalars(select(Asset)))
+    assert sorted(a.format for a in assets) == ["jpeg", "mp4", "png"]
+    for asset in assets:
+        found = read_credentials(store.get(asset.path), trust_anchors=chain.ca.decode())
+        assert found["status"] == "valid" and found["trusted"], (asset.format, found)
+        assert found["lineage"]["asset_id"] == asset.id and found["lineage"]["model_version"] == "1"
+        assert found["lineage"]["dataset_hash"] == "d" * 64
