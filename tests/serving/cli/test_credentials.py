@@ -103,3 +103,22 @@ def test_provenance_shows_valid_invalid_and_absent_credentials(dev_cert: Path, t
         app, [str(tmp_path / "signed.png"), "--trust", str(tmp_path / "edited.png")]
     )
     assert not_pem.exit_code == 1 and "is not a readable PEM certificate file" in not_pem.output
+
+
+def test_serve_refuses_to_start_with_a_certificate_it_cannot_read(
+    cli: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from brandforge.settings import get_settings
+
+    monkeypatch.setenv("BRANDFORGE_C2PA_CERT", str(tmp_path / "missing-chain.pem"))
+    monkeypatch.setenv("BRANDFORGE_C2PA_KEY", str(tmp_path / "missing-key.pem"))
+    # were the check to let it through, an unusable database stops it before Ray starts
+    monkeypatch.setenv("BRANDFORGE_SERVING_DB", "nosuchdatabase://nowhere")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--dev"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert f"BRANDFORGE_C2PA_CERT {tmp_path / 'missing-chain.pem'}: cannot read it" in result.output
