@@ -74,6 +74,18 @@ def _check_credentials() -> None:
         raise fail(GROUP, str(err), 2) from None
 
 
+def _check_asset_keys() -> None:
+    """BRANDFORGE_ASSET_KEY_FILE (or _KEY) read now, when set: a bad key file stops the start
+    here, in one line naming the file and line, not in every replica's log."""
+    from brandforge.settings import get_settings
+    from serving.assets.crypto import KeyRing, KeyRingError
+
+    try:
+        KeyRing.from_settings(get_settings())
+    except KeyRingError as err:
+        raise fail(GROUP, str(err), 2) from None
+
+
 def _rollout_params(params: str) -> RolloutParams:
     """The `rollout:` section of params.yaml when the file exists, else the defaults."""
     from brandforge.params import ParamsError, RolloutParams, load_params
@@ -162,6 +174,7 @@ def serve_command(
     """
     tls = _tls_files()
     _check_credentials()
+    _check_asset_keys()
     _prepare_database(dev=dev)
     rollout = _rollout_params(params)
 

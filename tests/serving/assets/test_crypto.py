@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
+from typer.testing import CliRunner
 
-from brandforge.settings import Settings
+from brandforge.settings import Settings, get_settings
 from serving.assets.crypto import (
     KeyRing,
     KeyRingError,
@@ -228,3 +229,22 @@ def test_s3_uploads_ask_for_server_side_encryption(
     if kms_key_id is not None:
         assert kms_key_id in head["SSEKMSKeyId"]
     assert store.get(key) == b"\x89PNG on s3"
+
+
+def test_a_bad_key_file_stops_serve_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import brandforge.cli
+
+    key_file = tmp_path / "asset.keys"
+    key_file.write_text("k1 not-a-key\n")
+    monkeypatch.setenv("BRANDFORGE_ASSET_KEY_FILE", str(key_file))
+    monkeypatch.setenv("BRANDFORGE_SERVING_DB", f"sqlite:///{tmp_path / 'serving.db'}")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(brandforge.cli.app, ["serve", "--dev"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert f"{key_file}, line 1: the key is not base64" in result.stderr
+    assert not (tmp_path / "serving.db").exists()  # stopped before the database, and Ray
