@@ -74,7 +74,9 @@ def generator_deployment(config: ServeConfig) -> Any:
             install_log_redaction()
             self.engine = Engine()
             self.queue = Scheduler(
-                lambda jobs, stop: self.engine.render(jobs, should_stop=stop),
+                lambda jobs, stop, between: self.engine.render(
+                    jobs, should_stop=stop, between_steps=between
+                ),
                 max_batch_size=config.max_batch_size,
                 batch_wait_s=config.batch_wait_s,
                 max_queued=config.max_queued_images,

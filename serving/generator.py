@@ -61,7 +61,24 @@ class ModelNotFound(LookupError):
 class _Base:
     pipe: Any
     adapters: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Re-entrant: a batch paused at a step boundary draws another one in the same thread.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    drawing: list[str] = field(default_factory=list)  # adapters of the batches in progress
+    aside: Any = None  # a second pipeline over the same modules, for the batch drawn aside
+
+    def pipe_for_next(self) -> Any:
+        """The pipeline for a new batch: the main one, or, while a batch is paused in it,
+        a second one sharing its modules (a pipeline call keeps its state, and its
+        scheduler's, on the objects, so two calls must not share them)."""
+        if not self.drawing:
+            return self.pipe
+        if self.aside is None:
+            import copy
+
+            parts = {**self.pipe.components, "scheduler": copy.deepcopy(self.pipe.scheduler)}
+            self.aside = type(self.pipe)(**parts)
+            self.aside.set_progress_bar_config(disable=True)
+        return self.aside
 
 
 def adapter_name(model_id: str) -> str:
@@ -143,11 +160,19 @@ class Engine:
     # -- rendering -------------------------------------------------------------------------
 
     def render(
-        self, jobs: list[ImageJob], *, should_stop: Callable[[], bool] | None = None
+        self,
+        jobs: list[ImageJob],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        between_steps: Callable[[], bool] | None = None,
     ) -> list[Rendered]:
         """Render jobs that share a batch key in one pipeline call; results in job order.
-        `should_stop` is asked after every denoising step: when it says yes the pipeline skips
-        its remaining steps (diffusers' `_interrupt`) and `Interrupted` is raised."""
+
+        After every denoising step, `should_stop` is asked: when it says yes the pipeline skips
+        its remaining steps (diffusers' `_interrupt`) and `Interrupted` is raised. Otherwise
+        `between_steps` runs: it may draw another batch right then, in this thread (this method
+        again, on a second pipeline over the same modules), and says whether it did; then this
+        batch's adapter is set again before its next step, so its images do not change."""
         import torch
 
         if not jobs:
@@ -159,26 +184,34 @@ class Engine:
         base = self._bases[self._model_base[first.model_id]]
         started = time.perf_counter()
         stopped = False
+        name = adapter_name(first.model_id)
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
             nonlocal stopped
             if should_stop is not None and should_stop():
                 stopped = pipe._interrupt = True
+            elif between_steps is not None and between_steps():
+                base.pipe.set_adapters([name])  # the batch drawn aside may have set its own
             return tensors
 
         with base.lock, torch.inference_mode():
-            base.pipe.set_adapters([adapter_name(first.model_id)])
-            out = base.pipe(
-                prompt=[j.prompt for j in jobs],
-                negative_prompt=[j.negative_prompt for j in jobs],
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                width=first.width,
-                height=first.height,
-                generator=[torch.Generator("cpu").manual_seed(j.seed) for j in jobs],
-                output_type="pil",
-                callback_on_step_end=on_step_end,
-            )
+            pipe = base.pipe_for_next()
+            base.pipe.set_adapters([name])
+            base.drawing.append(name)
+            try:
+                out = pipe(
+                    prompt=[j.prompt for j in jobs],
+                    negative_prompt=[j.negative_prompt for j in jobs],
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.guidance,
+                    width=first.width,
+                    height=first.height,
+                    generator=[torch.Generator("cpu").manual_seed(j.seed) for j in jobs],
+                    output_type="pil",
+                    callback_on_step_end=on_step_end,
+                )
+            finally:
+                base.drawing.pop()
         if stopped:
             raise Interrupted(f"a batch of {len(jobs)} stopped: nobody waits for its images")
         seconds = time.perf_counter() - started
@@ -276,11 +309,16 @@ class LocalRenderer:
     async def render(self, jobs: list[ImageJob]) -> list[Rendered]:
         return await self.scheduler.submit(jobs)
 
-    def _draw(self, jobs: list[ImageJob], should_stop: Callable[[], bool]) -> list[Rendered]:
+    def _draw(
+        self,
+        jobs: list[ImageJob],
+        should_stop: Callable[[], bool],
+        between_steps: Callable[[], bool] | None,
+    ) -> list[Rendered]:
         model = jobs[0].model_id
         if model not in self._handles:
             self._handles[model] = self.engine.load_adapter(model)
-        return self.engine.render(jobs, should_stop=should_stop)
+        return self.engine.render(jobs, should_stop=should_stop, between_steps=between_steps)
 
     async def resident(self) -> dict[str, list[str]]:
         return self.engine.resident()

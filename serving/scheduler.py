@@ -12,12 +12,14 @@ replica, so each replica keeps its own queue, worked by one thread:
   with nothing waiting is always admitted (a request of 8 images is never refused for ever).
 - **Fair.** Live images are taken round-robin across keys, one image per key per turn
   (`FairQueue`); a batch is the first image in that order plus the following images with the
-  same model and settings. A batch cannot be preempted, so a key with one image waits for at
-  most one batch per other key with work, however much those keys queued. Weighting the turns
-  by cost (weighted fair queuing) would not shorten that wait, since the batch in progress still
-  finishes; what bounds how long one batch takes is the cost limit at admission. Per-key caps
-  alone would not do either: within its cap a flood would still go first in a FIFO. So:
-  round-robin per image, plus the per-key cap on what waits.
+  same model and settings. And a batch in progress yields at every denoising step: when a live
+  image of a key not in it waits, that key's batch is drawn right then, on a second pipeline
+  over the same modules (`Engine.render(between_steps=)`), and the paused batch carries on
+  unchanged after it. So a key with one image waits for one step of another key's batch, not
+  for all of it, however large the flood. Weighting the turns by cost (weighted fair queuing)
+  would add nothing to that bound; per-key caps alone would not do either (within its cap a
+  flood would still go first in a FIFO). So: round-robin per image, preemption at step
+  boundaries, and the per-key cap on what waits.
 - **Deadlines and cancellation.** An image whose deadline passed, or whose caller has gone (the
   HTTP client disconnected and Ray cancelled the call, or the ingress gave up at the
   deadline), is dropped when its turn comes instead of being drawn; a batch in progress stops
@@ -37,7 +39,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -83,6 +85,10 @@ class FairQueue(Generic[T]):
             return len(self._live.get(key, ()))
         return sum(len(q) for q in self._live.values())
 
+    def live_besides(self, keys: Collection[str]) -> bool:
+        """Whether a live item of a key not in `keys` waits."""
+        return any(key not in keys for key in self._live)
+
     def __len__(self) -> int:
         return self.live() + len(self._background)
 
@@ -97,14 +103,22 @@ class FairQueue(Generic[T]):
             yield None, item
 
     def take(
-        self, limit: int, *, same: Callable[[T], Hashable], dropped: Callable[[T], bool]
+        self,
+        limit: int,
+        *,
+        same: Callable[[T], Hashable],
+        dropped: Callable[[T], bool],
+        besides: Collection[str] | None = None,
     ) -> tuple[list[T], list[T]]:
         """One batch and the items dropped on the way: the first item in serving order that is
         not `dropped`, then the following ones with the same `same(item)`, up to `limit`.
-        Keys served move to the end of the turn order."""
+        Keys served move to the end of the turn order. With `besides`: live items of other
+        keys only (what may be drawn while those keys' batch is paused)."""
         batch: list[tuple[str | None, T]] = []
         gone: list[tuple[str | None, T]] = []
         for key, item in self._in_order():
+            if besides is not None and (key is None or key in besides):
+                continue
             if dropped(item):
                 gone.append((key, item))
             elif not batch or (len(batch) < limit and same(item) == same(batch[0][1])):
@@ -221,12 +235,13 @@ class _Entry:
         return not self.background and self.job.deadline is not None and now >= self.job.deadline
 
 
-Draw = Callable[["list[ImageJob]", Callable[[], bool]], "list[Rendered]"]
+Draw = Callable[["list[ImageJob]", Callable[[], bool], Callable[[], bool] | None], "list[Rendered]"]
 
 
 class Scheduler:
-    """One replica's queue of images and the thread that draws them in batches with `draw`
-    (`draw(jobs, should_stop)`: jobs share a batch key; raises `Interrupted` when stopped)."""
+    """One replica's queue of images and the thread that draws them in batches with `draw`:
+    `draw(jobs, should_stop, between_steps)` as `Engine.render` takes them (jobs share a batch
+    key; `Interrupted` when stopped; `between_steps` may draw another batch in between)."""
 
     def __init__(
         self,
@@ -247,7 +262,8 @@ class Scheduler:
         self._drawing_live = 0
         self._seconds_per_image = 0.0
         self._counts = dict.fromkeys(
-            ("drawn", "dropped_gone", "dropped_expired", "interrupted", "rejected"), 0
+            ("drawn", "drawn_aside", "dropped_gone", "dropped_expired", "interrupted", "rejected"),
+            0,
         )
         self._thread: threading.Thread | None = None
 
@@ -319,7 +335,7 @@ class Scheduler:
             batch, dropped = self._queue.take(
                 self._max_batch, same=lambda e: e.job.batch_key(), dropped=lambda e: e.dropped(now)
             )
-            self._drawing_live = sum(not e.background for e in batch)
+            self._drawing_live += sum(not e.background for e in batch)
         for entry in dropped:
             self._drop(entry, now)
         return batch
@@ -332,15 +348,43 @@ class Scheduler:
         else:
             _settle(entry, error=Interrupted("the caller has gone"))
 
-    def _draw_batch(self, batch: list[_Entry]) -> None:
+    def _between_steps(self, running: list[_Entry]) -> bool:
+        """At a step boundary of `running`: while a live image of another key waits, draw its
+        batch now, so one key's long batch (or a campaign's) holds other keys up for one
+        denoising step, not for all of its steps. Whether a batch was drawn."""
+        keys = {e.job.client for e in running if not e.background}
+        now = time.time()
+        with self._cond:
+            if not self._queue.live_besides(keys):
+                return False
+            batch, dropped = self._queue.take(
+                self._max_batch,
+                same=lambda e: e.job.batch_key(),
+                dropped=lambda e: e.dropped(now),
+                besides=keys,
+            )
+            self._drawing_live += len(batch)
+        for entry in dropped:
+            self._drop(entry, now)
+        if batch:
+            self._counts["drawn_aside"] += 1
+            self._draw_batch(batch, aside=True)
+        return bool(batch)
+
+    def _draw_batch(self, batch: list[_Entry], *, aside: bool = False) -> None:
         started = time.perf_counter()
 
         def should_stop() -> bool:
             now = time.time()
             return all(e.dropped(now) for e in batch)
 
+        def between_steps() -> bool:
+            return self._between_steps(batch)
+
         try:
-            rendered = self._draw([e.job for e in batch], should_stop)
+            rendered = self._draw(
+                [e.job for e in batch], should_stop, None if aside else between_steps
+            )
         except Interrupted as err:
             self._counts["interrupted"] += 1
             for entry in batch:
@@ -358,7 +402,7 @@ class Scheduler:
                 _settle(entry, result=result)
         finally:
             with self._cond:
-                self._drawing_live = 0
+                self._drawing_live -= sum(not e.background for e in batch)
 
 
 def _settle(

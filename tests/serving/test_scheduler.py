@@ -4,10 +4,13 @@ have gone, and a batch stopped at a denoising step boundary on the real tiny eng
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from serving.errors import DeadlineExceeded, Invalid, Overloaded
 from serving.generator import Engine, ImageJob, Rendered
@@ -25,6 +28,10 @@ from serving.scheduler import (
 
 def _job(client: str, seed: int, *, size: int = 32, deadline: float | None = None) -> ImageJob:
     return ImageJob("m/1", "acme banner", "", seed, size, size, 3, 2.0, client, deadline)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
 def _take(queue: FairQueue[ImageJob], limit: int = 4) -> list[tuple[str, int]]:
@@ -99,7 +106,7 @@ class _Recorder:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, jobs: list[ImageJob], should_stop) -> list[Rendered]:
+    def __call__(self, jobs: list[ImageJob], should_stop, between_steps) -> list[Rendered]:
         self.gate.wait(10)
         self.drawn.extend((j.client, j.seed) for j in jobs)
         return [Rendered(b"", j.seed, len(jobs), 0.0) for j in jobs]
@@ -172,12 +179,12 @@ def test_a_batch_stops_at_a_step_boundary_when_its_caller_has_gone(registry_env)
     # Through the queue: the caller gives up while its 150-step batch draws.
     steps: list[int] = []
 
-    def draw(jobs, should_stop):
+    def draw(jobs, should_stop, between_steps):
         def counting() -> bool:
             steps.append(1)
             return should_stop()
 
-        return engine.render(jobs, should_stop=counting)
+        return engine.render(jobs, should_stop=counting, between_steps=between_steps)
 
     queue = Scheduler(draw)
 
@@ -197,3 +204,29 @@ def test_a_batch_stops_at_a_step_boundary_when_its_caller_has_gone(registry_env)
     assert queue.stats()["interrupted"] == 1
     assert len(steps) < 150
     assert handle.model_id == model
+
+
+def test_a_long_batch_yields_at_a_step_to_another_keys_image_and_its_pixels_do_not_change(
+    registry_env,
+):
+    engine = Engine()
+    v1, v2 = f"{registry_env.name}/1", f"{registry_env.name}/2"
+    handles = [engine.load_adapter(v1), engine.load_adapter(v2)]
+    long = ImageJob(v1, "acme banner", "", 5, 32, 32, 60, 2.0, "flood")
+    small = ImageJob(v2, "acme poster", "", 6, 32, 32, 3, 2.0, "small")
+    alone = {job.client: engine.render([job])[0].png for job in (long, small)}
+    queue = Scheduler(lambda j, s, b: engine.render(j, should_stop=s, between_steps=b))
+
+    async def scenario() -> tuple[bool, list[Rendered], list[Rendered]]:
+        flood = asyncio.create_task(queue.submit([long]))
+        while queue.stats()["drawing_live"] == 0:
+            await asyncio.sleep(0.005)
+        drawn_small = await queue.submit([small])
+        return flood.done(), await flood, drawn_small
+
+    flood_done_first, drawn_long, drawn_small = asyncio.run(scenario())
+    assert not flood_done_first  # the single image did not wait for the 60-step batch
+    assert queue.stats()["drawn_aside"] == 1
+    assert _pixels(drawn_small[0].png).tolist() == _pixels(alone["small"]).tolist()
+    assert _pixels(drawn_long[0].png).tolist() == _pixels(alone["flood"]).tolist()
+    assert len(handles) == 2
