@@ -22,10 +22,12 @@ from serving.assets.crypto import UnreadableAsset
 from serving.auth import AccessError
 from serving.errors import (
     Conflict,
+    DeadlineExceeded,
     DomainError,
     Gone,
     Invalid,
     NotFound,
+    Overloaded,
     RateLimited,
     Unavailable,
 )
@@ -39,6 +41,7 @@ STATUS = {
     Gone: 410,
     RateLimited: 429,
     Unavailable: 503,
+    DeadlineExceeded: 504,
 }
 # Documented on every route that can answer them (OpenAPI `responses=`).
 ERROR_DOCS = {
@@ -50,7 +53,9 @@ ERROR_DOCS = {
     413: "The request body is too large",
     422: "The request breaks a rule (field, limit, template)",
     429: "A rate limit or quota of the key or brand is used up: retry after Retry-After seconds",
-    503: "A dependency (model, registry) failed; try again",
+    503: "A dependency (model, registry) failed, or the generator's queue is full (then with "
+    "Retry-After); try again",
+    504: "The request's deadline (X-Request-Deadline-Ms, or the server's default) passed",
 }
 
 
@@ -100,7 +105,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain(request: Request, err: DomainError) -> JSONResponse:
-        return _answer(request, status_of(err), err.message)
+        response = _answer(request, status_of(err), err.message)
+        if isinstance(err, Overloaded):
+            response.headers["Retry-After"] = str(err.retry_after_s)
+        return response
 
     @app.exception_handler(RateLimited)
     async def limited(request: Request, err: RateLimited) -> JSONResponse:

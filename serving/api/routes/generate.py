@@ -29,9 +29,10 @@ from serving.api.schemas import GenerateRequest
 from serving.api.services import Services
 from serving.catalog import model_id, model_name
 from serving.delivery.deliver import Drawing, Origin, decode_png, deliver_live, score_image
-from serving.errors import Invalid, Unavailable
+from serving.errors import DeadlineExceeded, Invalid, Overloaded, Unavailable
 from serving.generator import ImageJob, ModelNotFound, Rendered
 from serving.rollout.split import assign_variant
+from serving.scheduler import DEADLINE_HEADER, Ticket, deadline_budget_s, within
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["generate"])
@@ -48,7 +49,7 @@ class Served:
     height: int
 
 
-@router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 429, 503))
+@router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 429, 503, 504))
 async def generate(
     body: GenerateRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
@@ -57,6 +58,7 @@ async def generate(
     served version's native size is used; each version has a largest allowed side."""
     started = time.perf_counter()
     caller.require("generate", body.brand)
+    ticket = Ticket.start(caller.name, _budget_s(services, request))
     await asyncio.to_thread(
         admit_request, services.sessions, services.admission, caller, body.brand, images=body.n
     )
@@ -78,9 +80,9 @@ async def generate(
         versions=[version, champion],  # a failed canary falls back to the champion
     )
     base_seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-    served = await _serve(services, body, base_seed, variant, version, champion, rollout)
+    served = await _serve(services, body, base_seed, variant, version, champion, rollout, ticket)
     if rollout is not None and rollout.mode == "shadow":
-        _start_shadow(services, body, base_seed, rollout)
+        _start_shadow(services, body, base_seed, rollout, ticket)
     request_id = uuid.uuid4().hex
     images = await asyncio.to_thread(_deliver, services, body, served, request_id)
     scores = [i["compliance"]["score"] for i in images if i["compliance"]["score"] is not None]
@@ -124,18 +126,20 @@ async def _serve(
     version: str,
     champion: str,
     rollout: Any,
+    ticket: Ticket,
 ) -> Served:
-    """Render with the chosen version; a failed canary falls back to the champion."""
+    """Render with the chosen version; a failed canary falls back to the champion (not when
+    the queue is full or the deadline passed: neither is the version's fault)."""
     try:
-        return await _render(services, body, base_seed, variant, version, rollout)
-    except Invalid:
+        return await _render(services, body, base_seed, variant, version, rollout, ticket)
+    except (Invalid, Overloaded, DeadlineExceeded):
         raise
     except Exception as err:  # noqa: BLE001 (recorded; a failed canary falls back below)
         if variant != "canary":
             raise _failed(err) from None
     try:
-        return await _render(services, body, base_seed, "champion", champion, rollout)
-    except Invalid:
+        return await _render(services, body, base_seed, "champion", champion, rollout, ticket)
+    except (Invalid, Overloaded, DeadlineExceeded):
         raise
     except Exception as err:  # noqa: BLE001
         raise _failed(err) from None
@@ -217,8 +221,22 @@ def _size(services: Services, body: GenerateRequest, mid: str) -> tuple[int, int
     return width, height
 
 
+def _budget_s(services: Services, request: Request) -> float:
+    """Seconds this request may take: X-Request-Deadline-Ms, else the server's default."""
+    return deadline_budget_s(
+        request.headers.get(DEADLINE_HEADER),
+        default_s=services.config.deadline_s,
+        max_s=services.config.max_deadline_s,
+    )
+
+
 def _jobs(
-    services: Services, body: GenerateRequest, mid: str, base_seed: int, size: tuple[int, int]
+    services: Services,
+    body: GenerateRequest,
+    mid: str,
+    base_seed: int,
+    size: tuple[int, int],
+    ticket: Ticket,
 ) -> list[ImageJob]:
     config = services.config
     return [
@@ -231,6 +249,8 @@ def _jobs(
             height=size[1],
             steps=body.steps or config.default_steps,
             guidance=body.guidance if body.guidance is not None else config.default_guidance,
+            client=ticket.client,
+            deadline=ticket.deadline,
         )
         for i in range(body.n)
     ]
@@ -243,17 +263,21 @@ async def _render(
     variant: str,
     version: str,
     rollout: Any,
+    ticket: Ticket,
 ) -> Served:
-    """Ask the generator; a failure is counted and recorded for this variant first."""
+    """Ask the generator within the request's deadline; a failure is counted and recorded
+    for this variant first (a full queue or a passed deadline is counted only)."""
     mid = model_id(body.brand, version)
     size = await asyncio.to_thread(_size, services, body, mid)
-    jobs = _jobs(services, body, mid, base_seed, size)
+    jobs = _jobs(services, body, mid, base_seed, size, ticket)
     started = time.perf_counter()
     try:
-        rendered = await services.renderer.render(jobs)
+        rendered = await within(services.renderer.render(jobs), ticket)
     except Exception as err:
         labels = {"brand": body.brand, "version": version, "variant": variant}
         services.metrics.error(labels, type(err).__name__)
+        if isinstance(err, (Overloaded, DeadlineExceeded)):
+            raise
         log.warning("generation failed for %s (%s): %s", mid, variant, err)
         elapsed = time.perf_counter() - started
         await _record(services, body.brand, version, variant, rollout, elapsed, 0, None, [])
@@ -302,18 +326,23 @@ async def _record(
     )
 
 
-def _start_shadow(services: Services, body: GenerateRequest, base_seed: int, rollout: Any) -> None:
-    task = asyncio.create_task(_shadow(services, body, base_seed, rollout))
+def _start_shadow(
+    services: Services, body: GenerateRequest, base_seed: int, rollout: Any, ticket: Ticket
+) -> None:
+    task = asyncio.create_task(_shadow(services, body, base_seed, rollout, ticket))
     services.background.add(task)
     task.add_done_callback(services.background.discard)
 
 
-async def _shadow(services: Services, body: GenerateRequest, base_seed: int, rollout: Any) -> None:
-    """Shadow mode: the canary renders a copy of the request; only measurements remain."""
+async def _shadow(
+    services: Services, body: GenerateRequest, base_seed: int, rollout: Any, ticket: Ticket
+) -> None:
+    """Shadow mode: the canary renders a copy of the request (as the same key, within the same
+    deadline); only measurements remain."""
     started = time.perf_counter()
     version = rollout.canary_version
     try:
-        served = await _render(services, body, base_seed, "canary", version, rollout)
+        served = await _render(services, body, base_seed, "canary", version, rollout, ticket)
     except Exception:  # noqa: BLE001 (recorded by _render; nobody waits for a shadow)
         return
     kit = await asyncio.to_thread(
