@@ -10,7 +10,16 @@ from fastapi import FastAPI
 
 from serving.api import errors
 from serving.api.body_limit import BodyLimit
-from serving.api.routes import assets, campaigns, generate, models, ops, review, rollouts
+from serving.api.routes import (
+    assets,
+    campaigns,
+    generate,
+    models,
+    ops,
+    privacy,
+    review,
+    rollouts,
+)
 from serving.api.services import Services
 
 DESCRIPTION = (
@@ -24,7 +33,7 @@ def create_api(services: Services) -> FastAPI:
     """The HTTP API over `services`."""
     app = FastAPI(title="BrandForge", version="0.1.0", description=DESCRIPTION)
     app.state.services = services
-    for module in (ops, models, generate, assets, rollouts, campaigns, review):
+    for module in (ops, models, generate, assets, rollouts, campaigns, review, privacy):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.config.max_body_bytes)

@@ -21,6 +21,7 @@ MAX_SIDE = 2048  # absolute bound; each version has its own, smaller limit (422 
 __all__ = [
     "AbortRequest",
     "Brand",
+    "ErasureRequest",
     "ErrorBody",
     "EventsRequest",
     "GenerateRequest",
@@ -94,3 +95,13 @@ class AbortRequest(BaseModel):
     model_config = _STRICT
 
     reason: Reason = "aborted by API"
+
+
+class ErasureRequest(BaseModel):
+    """`POST /v1/privacy/erase`: a data subject (an e-mail, a phone number, a customer id)."""
+
+    model_config = _STRICT
+
+    subject: str = Field(min_length=1, max_length=254, pattern=r"\S")
+    dry_run: bool = False
+    brand: Brand | None = None  # only this brand's objects (default: every brand the key has)
