@@ -20,12 +20,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import typer
 
 from brandforge.settings import sqlalchemy_url
+from registry import server_auth
 
 BACKEND_STORE_ENV = "BRANDFORGE_BACKEND_STORE_URI"
 ARTIFACTS_DESTINATION_ENV = "BRANDFORGE_ARTIFACTS_DESTINATION"
@@ -143,15 +144,18 @@ def build_server_command(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int = DEFAULT_WORKERS,
+    app_name: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The full `python -m mlflow server ...` argument list.
 
     An option left as None comes from its `BRANDFORGE_*` environment variable (an empty value
     counts as unset), else from the default. Artifacts are always proxied by the server.
+    `app_name` selects an MLflow server app, e.g. `basic-auth`.
     """
     backend = resolve_backend_store_uri(backend_store_uri, environ)
     destination = resolve_artifacts_destination(artifacts_destination, environ)
+    app = ["--app-name", app_name] if app_name else []
     return [
         sys.executable,
         "-m",
@@ -168,6 +172,7 @@ def build_server_command(
         str(port),
         "--workers",
         str(workers),
+        *app,
     ]
 
 
@@ -316,8 +321,9 @@ def prepare_backend_store(uri: str, *, create: bool) -> str:
     return "file store: nothing to check"
 
 
-def run_forwarding_signals(argv: Sequence[str]) -> int:
-    """Run `argv`, passing SIGTERM and SIGINT on to it, and return its exit status.
+def run_forwarding_signals(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run `argv` (in `env`, else ours), passing SIGTERM and SIGINT on to it, and return its
+    exit status.
 
     A child killed by a signal gives 128 + the signal number, as a shell reports it.
     """
@@ -333,7 +339,7 @@ def run_forwarding_signals(argv: Sequence[str]) -> int:
     forwarded = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     try:
-        child = subprocess.Popen(list(argv))
+        child = subprocess.Popen(list(argv), env=None if env is None else dict(env))
         for signum in pending:
             child.send_signal(signum)
         code = child.wait()
@@ -364,7 +370,8 @@ def mlflow_server_command(
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option("--host", help="Interface to bind (0.0.0.0 for every interface).")
+        str,
+        typer.Option("--host", help="Interface to bind; anything beyond 127.0.0.1 wants --auth."),
     ] = DEFAULT_HOST,
     port: Annotated[
         int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
@@ -380,14 +387,43 @@ def mlflow_server_command(
             "'postgres' maintenance database).",
         ),
     ] = True,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth/--no-auth",
+            envvar="BRANDFORGE_MLFLOW_AUTH",
+            help="MLflow's basic-auth app: every request needs a user's password. Needs "
+            f"{server_auth.SECRET_KEY_ENV}, and MLFLOW_AUTH_ADMIN_PASSWORD on the first start.",
+        ),
+    ] = False,
+    auth_db: Annotated[
+        str | None,
+        typer.Option(
+            "--auth-db",
+            help="Where --auth keeps users and permissions (SQLAlchemy URI; a PostgreSQL "
+            f"database is created like the backend's). Default: ${server_auth.AUTH_DB_ENV}, "
+            f"else {server_auth.DEFAULT_AUTH_DB}. Ignored when ${server_auth.CONFIG_PATH_ENV} "
+            "names your own auth config.",
+            show_default=False,
+        ),
+    ] = None,
+    auth_default_permission: Annotated[
+        str,
+        typer.Option(
+            "--auth-default-permission",
+            help="What a signed-in user may do where nobody granted them anything: "
+            + ", ".join(server_auth.PERMISSIONS),
+        ),
+    ] = "READ",
 ) -> None:
     """Run the production MLflow tracking server: PostgreSQL store, proxied artifacts.
 
     Checks that the backend store is reachable (exit 2 with the reason otherwise), creates the
     PostgreSQL database if it is missing, then runs `mlflow server`, which applies MLflow's
     schema migrations on start. Clients use --host/--port as MLFLOW_TRACKING_URI and read and
-    write artifacts through the server only. SIGTERM/SIGINT stop the server gracefully; the
-    exit status is the server's.
+    write artifacts through the server only. With --auth every request needs a user's
+    password (clients set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). SIGTERM/SIGINT
+    stop the server gracefully; the exit status is the server's.
     """
     argv = build_server_command(
         backend_store_uri=backend_store_uri,
@@ -395,6 +431,7 @@ def mlflow_server_command(
         host=host,
         port=port,
         workers=workers,
+        app_name=server_auth.APP_NAME if auth else None,
     )
     backend = resolve_backend_store_uri(backend_store_uri)  # as given, for the messages
     try:
@@ -403,9 +440,60 @@ def mlflow_server_command(
         typer.secho(f"mlflow-server: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
     typer.echo(f"mlflow-server: backend store {mask_password(backend)}: {done}")
+    if auth:
+        env, config = _auth_environment(auth_db, auth_default_permission, create=create_db)
+    else:
+        env, config = dict(os.environ), None
+        if not server_auth.is_loopback_host(host):
+            typer.secho(
+                f"mlflow-server: warning: {host} without --auth: whoever reaches port {port} "
+                "can read and change every run and model",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
     typer.echo(f"mlflow-server: artifacts in {argv[argv.index('--artifacts-destination') + 1]}")
-    typer.echo(f"mlflow-server: serving http://{host}:{port} ({workers} workers)")
+    how = "basic-auth" if auth else "no authentication"
+    typer.echo(f"mlflow-server: serving http://{host}:{port} ({workers} workers, {how})")
     typer.echo(f"mlflow-server: {masked_command(argv)}")
     sys.stdout.flush()
     sys.stderr.flush()
-    raise typer.Exit(run_forwarding_signals(argv))
+    try:
+        code = run_forwarding_signals(argv, env)
+    finally:
+        if config is not None:
+            config.unlink(missing_ok=True)
+    raise typer.Exit(code)
+
+
+def _auth_environment(
+    auth_db: str | None, default_permission: str, *, create: bool
+) -> tuple[dict[str, str], Path | None]:
+    """The server's environment for --auth, and the auth config file written for it (None
+    when $MLFLOW_AUTH_CONFIG_PATH names the operator's own). Exit 2 with the reason when the
+    secret key is missing or the users database cannot be used."""
+    env = dict(os.environ)
+    missing = server_auth.missing_auth_settings(env)
+    if missing:
+        _exit_with(
+            f"--auth needs {', '.join(missing)} (one value for every worker and restart), e.g. "
+            f"export {server_auth.SECRET_KEY_ENV}=\"$(python -c 'import secrets; "
+            "print(secrets.token_hex(32))')\""
+        )
+    if env.get(server_auth.CONFIG_PATH_ENV):
+        typer.echo(f"mlflow-server: basic-auth config {env[server_auth.CONFIG_PATH_ENV]}")
+        return env, None
+    uri = server_auth.resolve_auth_db(auth_db)
+    try:
+        text = server_auth.auth_config_text(database_uri=uri, default_permission=default_permission)
+        done = prepare_backend_store(uri, create=create)
+    except (ValueError, BackendStoreError) as err:
+        _exit_with(f"--auth: {err}")
+    config = server_auth.write_auth_config(text)
+    env[server_auth.CONFIG_PATH_ENV] = str(config)
+    typer.echo(f"mlflow-server: basic-auth users in {mask_password(uri)}: {done}")
+    return env, config
+
+
+def _exit_with(message: str) -> NoReturn:
+    typer.secho(f"mlflow-server: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_UNREACHABLE)
