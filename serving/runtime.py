@@ -41,10 +41,9 @@ def served_environment() -> tuple[tuple[str, str], ...]:
     env["BRANDFORGE_ASSET_DIR"] = str(Path(settings.asset_dir).resolve())
     env["BRANDFORGE_CACHE_DIR"] = str(Path(settings.cache_dir).resolve())
     env["BRANDFORGE_ARTIFACT_ROOT"] = str(Path(settings.artifact_root).resolve())
-    if settings.privacy_key_file is not None:  # one key file for every replica and the CLI
-        env["BRANDFORGE_PRIVACY_KEY_FILE"] = str(Path(settings.privacy_key_file).resolve())
     # Files named by path, as absolute paths: replicas run elsewhere.
-    for name in ("BRANDFORGE_C2PA_CERT", "BRANDFORGE_C2PA_KEY", "BRANDFORGE_ASSET_KEY_FILE"):
+    files = ("BRANDFORGE_C2PA_CERT", "BRANDFORGE_C2PA_KEY", "BRANDFORGE_ASSET_KEY_FILE")
+    for name in (*files, "BRANDFORGE_PRIVACY_KEY_FILE"):
         if env.get(name, "").strip():
             env[name] = str(Path(env[name]).resolve())
     env.setdefault("HF_HUB_OFFLINE", "1")
