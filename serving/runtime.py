@@ -42,8 +42,12 @@ def served_environment() -> tuple[tuple[str, str], ...]:
     env["BRANDFORGE_CACHE_DIR"] = str(Path(settings.cache_dir).resolve())
     env["BRANDFORGE_ARTIFACT_ROOT"] = str(Path(settings.artifact_root).resolve())
     # Files named by path, as absolute paths: replicas run elsewhere.
-    files = ("BRANDFORGE_C2PA_CERT", "BRANDFORGE_C2PA_KEY", "BRANDFORGE_ASSET_KEY_FILE")
-    for name in (*files, "BRANDFORGE_PRIVACY_KEY_FILE"):
+    for name in (
+        "BRANDFORGE_C2PA_CERT",
+        "BRANDFORGE_C2PA_KEY",
+        "BRANDFORGE_ASSET_KEY_FILE",
+        "BRANDFORGE_PRIVACY_KEY_FILE",
+    ):
         if env.get(name, "").strip():
             env[name] = str(Path(env[name]).resolve())
     env.setdefault("HF_HUB_OFFLINE", "1")
