@@ -200,23 +200,24 @@ def test_a_local_store_is_created_owner_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("sse", "kms_key_id"), [("AES256", None), ("aws:kms", "alias/brandforge-assets")]
 )
-def test_s3_uploads_ask_for_server_side_encryption(
+def test_s3_uploads_ask_for_server_side_encryption_on_top_of_ours(
     s3_endpoint: str,  # noqa: F811
+    tmp_path: Path,
     sse: str,
     kms_key_id: str | None,
 ) -> None:
     import boto3
 
     prefix = f"sse-{sse.replace(':', '-')}"
+    key_file = tmp_path / "asset.keys"
+    append_key(key_file, "k1")
     settings = Settings(
         asset_store=f"s3://{BUCKET}/{prefix}",
         asset_store_options={"endpoint_url": s3_endpoint, **CREDENTIALS},
         asset_s3_sse=sse,
         asset_s3_kms_key_id=kms_key_id,
+        asset_key_file=key_file,
     )
-    store = AssetStore.from_settings(settings)
-    key = asset_key("acme", "S3sse1", "png")
-    store.put(key, b"\x89PNG on s3")
     s3 = boto3.client(
         "s3",
         endpoint_url=s3_endpoint,
@@ -224,11 +225,19 @@ def test_s3_uploads_ask_for_server_side_encryption(
         aws_access_key_id=CREDENTIALS["key"],
         aws_secret_access_key=CREDENTIALS["secret"],
     )
+    key = asset_key("acme", "S3sse1", "png")
+    png = picture()
+    assert AssetStore.from_settings(settings).put(key, png) == "k1"
+    append_key(key_file, "k2")
+    store = AssetStore.from_settings(settings)
+    assert store.rewrap(key) == ("k1", "k2")  # a rotation's upload asks for it too
     head = s3.head_object(Bucket=BUCKET, Key=f"{prefix}/{key}")
     assert head["ServerSideEncryption"] == sse
     if kms_key_id is not None:
         assert kms_key_id in head["SSEKMSKeyId"]
-    assert store.get(key) == b"\x89PNG on s3"
+    stored = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{key}")["Body"].read()
+    assert stored.startswith(b"BFAE\x01\x02k2") and b"summer sale" not in stored
+    assert store.get(key) == png
 
 
 def test_a_bad_key_file_stops_serve_before_anything_starts(
