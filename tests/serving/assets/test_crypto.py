@@ -173,6 +173,22 @@ def test_settings_give_a_ring_from_a_file_or_one_key_never_both(tmp_path: Path) 
         KeyRing.from_settings(Settings(asset_key_file=tmp_path / "nope"))
 
 
+def test_encryption_settings_blank_is_unset_and_a_kms_key_needs_kms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    for name in ("ASSET_KEY_FILE", "ASSET_KEY", "ASSET_S3_SSE", "ASSET_S3_KMS_KEY_ID"):
+        monkeypatch.setenv(f"BRANDFORGE_{name}", " ")
+    blank = Settings()
+    assert (blank.asset_key_file, blank.asset_key, blank.asset_s3_sse) == (None, None, None)
+    with pytest.raises(ValidationError, match="BRANDFORGE_ASSET_S3_SSE is not 'aws:kms'"):
+        Settings(asset_s3_sse="AES256", asset_s3_kms_key_id="alias/x")
+    with pytest.raises(ValidationError, match="asset_s3_sse"):
+        Settings(asset_s3_sse="aws:kms:dsse")
+    assert "c2VjcmV0" not in repr(Settings(asset_key="c2VjcmV0"))  # a key stays out of logs
+
+
 # --------------------------------------------------------------------------------------------
 # Owner-only local store
 # --------------------------------------------------------------------------------------------
