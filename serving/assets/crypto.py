@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 MAGIC = b"BFAE"
 FORMAT_VERSION = 1
 KEY_BYTES = 32  # AES-256, for data keys and key-encryption keys alike
-NONCE_BYTES = 12  # AES-GCM's standard nonce; random per encryption
+# AES-GCM's standard nonce, random per encryption. Each body has its own data key; a
+# key-encryption key wraps one data key per file, and random 96-bit nonces stay safe for 2^32
+# wraps under one key (NIST SP 800-38D, 8.3): rotate to a new key long before that.
+NONCE_BYTES = 12
 TAG_BYTES = 16
 WRAPPED_BYTES = KEY_BYTES + TAG_BYTES
 # Key ids are stored in each file's header and in `assets.key_id` (64 characters).
