@@ -147,6 +147,31 @@ def submit(
     record_subjects(
         session, _spec_subjects(original), kind="campaign", object_id=campaign.id, brand=spec.brand
     )
+    _add_items(
+        session,
+        campaign,
+        spec,
+        original,
+        champion_version=champion_version,
+        canary=canary,
+        base_seed=base_seed,
+    )
+    return campaign, True
+
+
+def _add_items(
+    session: Session,
+    campaign: Campaign,
+    spec: CampaignSpec,
+    original: CampaignSpec,
+    *,
+    champion_version: str,
+    canary: tuple[str, int, int] | None,
+    base_seed: int,
+) -> None:
+    """The campaign's items, pending, from the redacted `spec`; the personal data each
+    prompt held (expanded from the `original` spec) is recorded by keyed hash."""
+    now = campaign.created_at
     mentions: list[tuple[CampaignItem, set[Subject]]] = []
     for planned, raw in zip(expand(spec), expand(original), strict=True):
         variant, version = Variant.CHAMPION, champion_version
@@ -180,7 +205,6 @@ def submit(
         record_subjects(
             session, found, kind="campaign_item", object_id=str(item.id), brand=spec.brand
         )
-    return campaign, True
 
 
 def _spec_subjects(spec: CampaignSpec) -> set[Subject]:
