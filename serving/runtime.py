@@ -87,6 +87,27 @@ def _loopback_only() -> Iterator[None]:
             os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
 
 
+def replica_grpc_on_loopback() -> None:
+    """Setup hook of every worker of a local Ray: Serve replicas listen on 127.0.0.1.
+
+    Ray Serve (2.60) binds each replica's inter-deployment gRPC server, which answers calls to
+    the deployments without the API's keys, to `[::]:0` (every interface) in
+    `ray.serve._private.replica`, with no option; the node's own address is loopback here.
+    """
+    from ray.serve._private import replica
+
+    bind = replica.add_port_to_grpc_server
+    if getattr(bind, "loopback", False):
+        return
+
+    def bind_loopback(server: Any, address: str) -> int:
+        host, _, port = address.rpartition(":")
+        return int(bind(server, f"{LOOPBACK}:{port}" if host in ("[::]", "0.0.0.0") else address))
+
+    bind_loopback.loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = bind_loopback
+
+
 def _init_ray(config: ServeConfig) -> None:
     """Connect to the cluster at RAY_ADDRESS, or start a local Ray listening on 127.0.0.1 only
     (and remember its processes, for `stop`)."""
@@ -104,6 +125,7 @@ def _init_ray(config: ServeConfig) -> None:
     if address:
         ray.init(address=address, **options)
     else:
+        options["runtime_env"]["worker_process_setup_hook"] = f"{__name__}.replica_grpc_on_loopback"
         before = {child.pid for child in psutil.Process().children()}
         try:
             with _loopback_only():
