@@ -197,3 +197,30 @@ def test_the_cli_lists_on_a_dry_run_and_erases(
             }
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("db_url", "spec"), [("sqlite", "local")], indirect=True)
+def test_an_address_formed_by_joined_values_is_found_through_its_item(world: World) -> None:
+    template = {
+        "template": "{brand} for {user}@{domain}.com",
+        "variables": {"user": ["ann", "bob"], "domain": ["corp"]},
+    }
+    with world.sessions() as session:
+        campaign, _ = submit(
+            session,
+            CampaignSpec.model_validate({"brand": "acme", **template}),
+            model_name="brandforge-acme",
+            champion_version="1",
+            canary=None,
+            actor="app",
+            base_seed=1,
+        )
+        session.commit()
+        ann = session.scalars(
+            select(CampaignItem.id).where(
+                CampaignItem.campaign_id == campaign.id, CampaignItem.key.startswith("0:")
+            )
+        ).one()
+        plan = plan_erasure(session, "Ann@corp.com", brands=None)
+    # the spec held no address (only "ann" and "corp"), the item's prompt did
+    assert [(t.kind, t.id) for t in plan.targets] == [("campaign_item", str(ann))]
