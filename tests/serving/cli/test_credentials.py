@@ -122,3 +122,22 @@ def test_serve_refuses_to_start_with_a_certificate_it_cannot_read(
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     assert f"BRANDFORGE_C2PA_CERT {tmp_path / 'missing-chain.pem'}: cannot read it" in result.output
+
+
+def test_served_environment_gives_replicas_absolute_certificate_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from brandforge.settings import get_settings
+    from serving.runtime import served_environment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BRANDFORGE_C2PA_CERT", "c2pa/c2pa-chain.pem")
+    monkeypatch.setenv("BRANDFORGE_C2PA_KEY", "c2pa/c2pa-key.pem")
+    get_settings.cache_clear()
+    try:
+        env = dict(served_environment())
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert env["BRANDFORGE_C2PA_CERT"] == str(tmp_path / "c2pa" / "c2pa-chain.pem")
+    assert env["BRANDFORGE_C2PA_KEY"] == str(tmp_path / "c2pa" / "c2pa-key.pem")
