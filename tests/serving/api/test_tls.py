@@ -68,7 +68,7 @@ def test_the_api_answers_over_https_only(api, certificate) -> None:
 
     files = check_tls(certificate.cert, certificate.key)
     assert files is not None
-    # uvicorn waits out a TLS client's idle keep-alive connection on shutdown (10 s here)
+    # after an HTTPS request uvicorn's shutdown waited 10 s for its connection (plain HTTP: none)
     options = {"timeout_graceful_shutdown": 1, **files.http_options()}
     with serve_loopback(create_api(api.services), **options) as url:
         assert url.startswith("https://127.0.0.1:")
