@@ -8,6 +8,7 @@ generate for acme only, `reviewer` may only review, `ops` is admin for every bra
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -710,3 +711,140 @@ def test_the_campaign_cli_submits_a_file_and_follows_it(server, tmp_path):
         campaign_app, ["cancel", campaign_id, "--url", url, "--key", keys["app"]]
     )
     assert cancelled.exit_code == 1 and "409" in cancelled.output  # already done
+
+
+# -- admission: the generator's bounded, fair queue, deadlines and gone clients -------------
+
+# 150 steps: seconds of drawing on the tiny base at any batch size, within the cost limit.
+LONG = {**BODY, "n": 4, "steps": 150}
+SMALL = {**BODY, "n": 1, "steps": 3}
+
+
+def _generator_stats() -> dict[str, int]:
+    from ray import serve
+
+    from serving.runtime import APP_NAME
+
+    stats: dict[str, int] = (
+        serve.get_deployment_handle("Generator", app_name=APP_NAME).stats.remote().result()
+    )
+    return stats
+
+
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def _deadline(key: str, ms: int) -> dict[str, str]:
+    return {**_auth(key), "X-Request-Deadline-Ms": str(ms)}
+
+
+def test_a_1_s_deadline_on_a_long_job_is_504_and_the_replica_is_free_right_after(server):
+    url, keys, _ = server
+    warm = requests.post(f"{url}/v1/generate", json=SMALL, headers=_auth(keys["app"]), timeout=60)
+    assert warm.status_code == 200, warm.text
+    before = _generator_stats()
+    late = requests.post(
+        f"{url}/v1/generate", json=LONG, headers=_deadline(keys["app"], 1000), timeout=60
+    )
+    assert late.status_code == 504 and "deadline of 1000 ms" in late.json()["detail"]
+    _until(lambda: _generator_stats()["drawing_live"] == 0, "the replica to be free")
+    after = _generator_stats()
+    assert after["interrupted"] > before["interrupted"] and after["waiting"] == 0
+    assert after["drawn"] == before["drawn"]  # stopped at a step: none of its images was drawn
+    ok = requests.post(f"{url}/v1/generate", json=SMALL, headers=_auth(keys["app"]), timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
+def test_past_its_share_of_the_queue_a_key_gets_503_with_retry_after(server):
+    url, keys, _ = server
+    with ThreadPoolExecutor(1) as pool:
+        blocker = pool.submit(
+            requests.post,
+            f"{url}/v1/generate",
+            json={**LONG, "n": 8},  # one batch of 4 draws, 4 wait
+            headers=_deadline(keys["app"], 2500),
+            timeout=60,
+        )
+        _until(lambda: _generator_stats()["waiting"] == 4 or blocker.done(), "the blocker to queue")
+        assert not blocker.done(), blocker.result().text
+        full = requests.post(
+            f"{url}/v1/generate",
+            json={**LONG, "n": 8},
+            headers=_deadline(keys["app"], 2000),
+            timeout=60,
+        )
+        assert blocker.result().status_code == 504
+    assert full.status_code == 503, full.text
+    assert "at most 8 waiting" in full.json()["detail"] and int(full.headers["Retry-After"]) >= 1
+
+
+def test_the_images_of_a_client_that_disconnected_are_never_drawn(server):
+    url, keys, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    before = _generator_stats()
+    with ThreadPoolExecutor(1) as pool:
+        blocker = pool.submit(
+            requests.post,
+            f"{url}/v1/generate",
+            json={**LONG, "width": 64, "height": 64, "steps": 120},  # seconds more than 3
+            headers=_deadline(keys["app"], 3000),
+            timeout=60,
+        )
+        _until(lambda: _generator_stats()["drawing_live"] == 4 or blocker.done(), "the blocker")
+        assert not blocker.done(), blocker.result().text
+        body = json.dumps({**LONG, "width": 40, "height": 40}).encode()
+        head = (
+            f"POST /v1/generate HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {keys['app']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(head + body)
+            _until(lambda: _generator_stats()["waiting"] == 4, "the request to queue")
+        # the client has gone while its images wait behind the blocker
+        blocked = blocker.result().status_code
+    _until(lambda: _generator_stats()["waiting"] == 0, "the queue to empty")
+    after = _generator_stats()
+    assert after["dropped_gone"] - before["dropped_gone"] == 4
+    # only the blocker's own images, if it finished within its deadline on this machine
+    assert after["drawn"] - before["drawn"] == (4 if blocked == 200 else 0)
+
+
+def test_one_keys_flood_does_not_hold_up_another_keys_single_request(server):
+    url, keys, _ = server
+    before = _generator_stats()
+    with ThreadPoolExecutor(4) as pool:
+        flood = [
+            pool.submit(
+                requests.post,
+                f"{url}/v1/generate",
+                json={**LONG, "n": 8},
+                headers=_deadline(keys["app"], 4000),
+                timeout=60,
+            )
+        ]
+        _until(lambda: _generator_stats()["drawing_live"] > 0 or flood[0].done(), "the flood")
+        assert not flood[0].done(), flood[0].result().text
+        flood += [
+            pool.submit(
+                requests.post,
+                f"{url}/v1/generate",
+                json=LONG,
+                headers=_deadline(keys["app"], 4000),
+                timeout=60,
+            )
+            for _ in range(2)
+        ]
+        single = requests.post(
+            f"{url}/v1/generate", json=SMALL, headers=_auth(keys["ops"]), timeout=60
+        )
+        still_drawing = not flood[0].done()
+        answers = sorted(f.result().status_code for f in flood)
+    assert single.status_code == 200, single.text
+    assert still_drawing  # the single request was answered within the flood's first batch
+    assert _generator_stats()["drawn_aside"] > before["drawn_aside"]
+    assert 503 in answers  # the flood key's share of the queue was full

@@ -55,7 +55,9 @@ async def generate(
 ) -> dict[str, Any]:
     """Generate `n` images with the brand's champion (or, during a rollout, the canary for the
     rollout's share of clients); each image is scored and stored. Without `width`/`height` the
-    served version's native size is used; each version has a largest allowed side."""
+    served version's native size is used; each version has a largest allowed side. The
+    `X-Request-Deadline-Ms` header (1,000 ms up to the server's limit) sets how long the request
+    may wait and draw before it is dropped with a 504; without it, the server's default."""
     started = time.perf_counter()
     caller.require("generate", body.brand)
     ticket = Ticket.start(caller.name, _budget_s(services, request))
