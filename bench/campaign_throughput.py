@@ -50,7 +50,15 @@ def run_once(args: argparse.Namespace, *, batch: int, folder: Path) -> tuple[flo
     db = engine_for(None)
     upgrade(db)
     with session_factory(db)() as session:
-        key, _ = create_key(session, name="bench", roles=["generate"], brands=["*"])
+        # Throughput, not admission: limits the benchmark never reaches.
+        key, _ = create_key(
+            session,
+            name="bench",
+            roles=["generate"],
+            brands=["*"],
+            rate_per_minute=1_000_000,
+            daily_images=1_000_000_000,
+        )
         session.commit()
     port = _free_port()
     config = ServeConfig(

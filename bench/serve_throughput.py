@@ -88,6 +88,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BRANDFORGE_SERVING_DB"] = f"sqlite:///{Path(tmp) / 'serving.db'}"
         os.environ["BRANDFORGE_ASSET_DIR"] = str(Path(tmp) / "assets")
+        # Throughput, not admission: no per-minute limit on the benchmark's requests.
+        os.environ["BRANDFORGE_RATE_PER_MINUTE"] = "0"
         from brandforge.settings import get_settings
 
         get_settings.cache_clear()
