@@ -107,12 +107,16 @@ def server(
         db = engine_for(None)
         upgrade(db)
         keys = {}
+        # Limits the tests never reach (rollouts drive hundreds of requests a minute):
+        # admission has its own tests (tests/serving/test_admission.py, api/test_admission.py).
+        high = {"rate_per_minute": 100_000, "daily_images": 100_000_000}
         with session_factory(db)() as session:
-            keys["app"], _ = create_key(session, name="app", roles=["generate"], brands=["acme"])
-            keys["reviewer"], _ = create_key(
-                session, name="reviewer", roles=["review"], brands=["*"]
-            )
-            keys["ops"], _ = create_key(session, name="ops", roles=["admin"], brands=["*"])
+            for name, roles, brands in (
+                ("app", ["generate"], ["acme"]),
+                ("reviewer", ["review"], ["*"]),
+                ("ops", ["admin"], ["*"]),
+            ):
+                keys[name], _ = create_key(session, name=name, roles=roles, brands=brands, **high)
             session.commit()
         port = _free_port()
         config = ServeConfig(
