@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,23 +53,24 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from serving.delivery.watermark_sync import Alignment
+
 # numpy, scipy and Pillow are imported where the pixels are handled: reading a manifest, or
 # importing this module for its constants, should not pay for them.
 
 log = logging.getLogger(__name__)
 
 WATERMARK_BITS = 64  # 48 bits of sha256(asset id) + CRC-16/CCITT of those 6 bytes
-WATERMARK_KEY = b"brandforge/watermark/v1"  # seeds dither and bit layout; changing it unmarks all
-WATERMARK_STEP = 18.0  # QIM lattice step, in orthonormal DCT units of Y (0..255 scale)
-# (row, column) = (vertical, horizontal) frequency of the marked DCT coefficients; libjpeg's
-# quality-75 luminance steps for them are 6 6 6 5 7 7 7 7, all under WATERMARK_STEP / 2.
-WATERMARK_COEFFICIENTS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (3, 0))
+WATERMARK_AMPLITUDE = 1.4  # luminance change of a chip, 0..255 scale (before host rejection)
+WATERMARK_HOST_REJECTION = 1.0  # share of the image's own correlation with the chips removed
 # Below 64 x 64 pixels a bit gets under 8 votes, too few to survive WebP 90 (see above).
 WATERMARK_MIN_SIDE = 64
-# How far above chance the votes must be (in standard deviations of the sum of |bit vote sums|
-# on an unmarked image) besides the CRC: unmarked images score about 0 +- 1, marked ones 29 at
-# 64x64 to 250 at 512x320 after JPEG 75.
+# How far above chance the bit correlations must be, in standard deviations of their sum of
+# squares on an unmarked image, besides the CRC.
 WATERMARK_MIN_SIGNAL = 6.0
+WATERMARK_MIN_SEARCHED_SIGNAL = 10.0
+# The tiles' reader may flip up to two of this many least certain bits to make the CRC check.
+WATERMARK_CORRECTABLE = 6
 _BLOCK = 8
 
 
@@ -81,6 +83,9 @@ class WatermarkReading:
     bit_agreement: float  # share of the coefficient votes agreeing with the decoded bits
     signal: float  # votes above chance, in standard deviations (~0 +- 1 when unmarked)
     reason: str  # why nothing was found, or what was checked when found
+    # the 64 bits as read before any correction, found or not (None when too small): how
+    # close a damaged mark came, for benchmarks
+    raw_bits: bytes | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the payload as hex, the numbers rounded."""
@@ -129,30 +134,6 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA_601
 
 
-def _layout(blocks_y: int, blocks_x: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each marked coefficient (blocks_y, blocks_x, len(WATERMARK_COEFFICIENTS)): the bit
-    it carries and its dither in [0, 1) steps. Keyed and deterministic per block grid, so the
-    reader rebuilds it from the image size alone."""
-    import numpy as np
-
-    n = blocks_y * blocks_x * len(WATERMARK_COEFFICIENTS)
-    seed = int.from_bytes(hashlib.sha256(WATERMARK_KEY).digest()[:8], "big")
-    rng = np.random.default_rng(seed)
-    # Equal shares: slot i carries bit (perm[i] % 64), so every bit gets n // 64 or one more.
-    bits = (rng.permutation(n) % WATERMARK_BITS).reshape(blocks_y, blocks_x, -1)
-    dither = rng.random(n).reshape(blocks_y, blocks_x, -1)
-    return bits, dither
-
-
-def _block_dct(luma: np.ndarray) -> np.ndarray:
-    """(blocks_y, blocks_x, 8, 8) orthonormal DCT-II of the whole 8x8 blocks of `luma`."""
-    from scipy.fft import dctn
-
-    by, bx = luma.shape[0] // _BLOCK, luma.shape[1] // _BLOCK
-    blocks = luma[: by * _BLOCK, : bx * _BLOCK].reshape(by, _BLOCK, bx, _BLOCK)
-    return dctn(blocks.transpose(0, 2, 1, 3), axes=(2, 3), norm="ortho")
-
-
 def _too_small(image: Image.Image) -> bool:
     return min(image.size) < WATERMARK_MIN_SIDE
 
@@ -160,10 +141,10 @@ def _too_small(image: Image.Image) -> bool:
 def embed_watermark(image: Image.Image, payload: bytes, *, strength: float = 1.0) -> Image.Image:
     """A copy of `image` (RGB, or RGBA keeping its alpha) with `payload` watermarked invisibly.
 
-    `payload` is what `watermark_payload(asset_id)` gives. `strength` in (0, 1] is how far each
-    coefficient moves towards its lattice point (distortion-compensated QIM): below 1 the mark
-    is fainter and less robust; readers need no knowledge of it. Images under
-    `WATERMARK_MIN_SIDE` pixels on a side are returned unchanged (converted), with a warning.
+    `payload` is what `watermark_payload(asset_id)` gives. `strength` in (0, 1] scales the
+    mark's amplitude: below 1 it is fainter and less robust; readers need no knowledge of it.
+    Images under `WATERMARK_MIN_SIDE` pixels on a side are returned unchanged (converted),
+    with a warning.
     """
     import numpy as np
 
@@ -183,45 +164,57 @@ def embed_watermark(image: Image.Image, payload: bytes, *, strength: float = 1.0
             WATERMARK_MIN_SIDE,
         )
         return _with_alpha(rgb, alpha)
-    from scipy.fft import idctn
+    from serving.delivery.watermark_grid import grid_mark
 
     luma = _luma(rgb)
-    coeffs = _block_dct(luma)
-    bits_of_slot, dither = _layout(coeffs.shape[0], coeffs.shape[1])
     message = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))  # MSB first
-    offset = (dither + 0.5 * message[bits_of_slot]) * WATERMARK_STEP
-    rows, cols = zip(*WATERMARK_COEFFICIENTS, strict=True)
-    selected = coeffs[:, :, rows, cols]
-    target = np.round((selected - offset) / WATERMARK_STEP) * WATERMARK_STEP + offset
-    delta = np.zeros_like(coeffs)
-    delta[:, :, rows, cols] = strength * (target - selected)
-    change = idctn(delta, axes=(2, 3), norm="ortho")  # (blocks_y, blocks_x, 8, 8)
+    change = _mark(luma, message, WATERMARK_AMPLITUDE * strength)
+    # The grid mark goes last: its lattice must not be moved by the tiles.
+    change += grid_mark(luma + change, message, strength)
     change += _headroom_shift(luma, change)
-    by, bx = coeffs.shape[:2]
-    luma_change = np.zeros_like(luma)
-    luma_change[: by * _BLOCK, : bx * _BLOCK] = change.transpose(0, 2, 1, 3).reshape(
-        by * _BLOCK, bx * _BLOCK
+    return _with_alpha(_add_luma(rgb, change), alpha)
+
+
+def _mark(luma: np.ndarray, message: np.ndarray, amplitude: float) -> np.ndarray:
+    """The luminance change that carries `message`: the tiled chips, each +-`amplitude`, with
+    the sign of its bit, less what the image itself already correlates with them per tile."""
+    import numpy as np
+
+    from serving.delivery.watermark_sync import chip_grid, whiten
+
+    bits, signs, tiles = chip_grid(*luma.shape)
+    groups = (tiles * WATERMARK_BITS + bits).ravel()
+    size = int(groups.max()) + 1
+    host = np.bincount(groups, weights=(whiten(luma) * signs).ravel(), minlength=size)
+    response = np.bincount(groups, weights=(whiten(signs) * signs).ravel(), minlength=size)
+    # Improved spread spectrum: cancel the image's own correlation with each bit's chips in
+    # each tile, so that small images and unlucky content do not drown the mark.
+    correction = np.clip(
+        -WATERMARK_HOST_REJECTION * host / np.maximum(response, 1e-6), -amplitude, amplitude
     )
-    return _with_alpha(_add_luma(rgb, luma_change), alpha)
+    sign = 1.0 - 2.0 * message[bits]
+    gain = amplitude * sign + correction[groups].reshape(luma.shape)
+    return gain * signs
 
 
 def _headroom_shift(luma: np.ndarray, change: np.ndarray) -> np.ndarray:
-    """Per block, the brightness (DC) shift closest to 0 that keeps the marked luminance of
-    every pixel within [0, 255], shape (blocks_y, blocks_x, 1, 1).
+    """Per 8x8 block, the brightness shift closest to 0 that keeps the marked luminance of
+    every pixel within [0, 255], as a full-size array.
 
-    Without it a white or black area clips half of each change away and the mark fades. A DC
-    shift leaves the marked AC coefficients as they are. Where no shift fits (black and white
-    pixels in one block) the midpoint is used and the rest clips.
+    Without it a white or black area clips half of the mark away. The reader removes the local
+    mean first, so a shift costs the mark nothing. Where no shift fits (black and white pixels
+    in one block) the midpoint is used and the rest clips.
     """
     import numpy as np
 
-    by, bx = change.shape[:2]
-    blocks = luma[: by * _BLOCK, : bx * _BLOCK].reshape(by, _BLOCK, bx, _BLOCK)
-    marked = blocks.transpose(0, 2, 1, 3) + change
-    k_min = (-marked).max(axis=(2, 3))  # shift >= this keeps every pixel >= 0
-    k_max = (255.0 - marked).min(axis=(2, 3))  # shift <= this keeps every pixel <= 255
+    h, w = luma.shape
+    by, bx = -(-h // _BLOCK), -(-w // _BLOCK)
+    pad = ((0, by * _BLOCK - h), (0, bx * _BLOCK - w))
+    marked = np.pad(luma + change, pad, mode="edge").reshape(by, _BLOCK, bx, _BLOCK)
+    k_min = (-marked).max(axis=(1, 3))  # shift >= this keeps every pixel >= 0
+    k_max = (255.0 - marked).min(axis=(1, 3))  # shift <= this keeps every pixel <= 255
     shift = np.where(k_min <= k_max, np.clip(0.0, k_min, k_max), 0.5 * (k_min + k_max))
-    return shift[:, :, None, None]
+    return np.kron(shift, np.ones((_BLOCK, _BLOCK)))[:h, :w]
 
 
 def _add_luma(rgb: np.ndarray, luma_change: np.ndarray) -> np.ndarray:
@@ -259,9 +252,22 @@ def _with_alpha(rgb: np.ndarray, alpha: Image.Image | None) -> Image.Image:
 
 
 def read_watermark(image: Image.Image) -> WatermarkReading:
-    """Decode the watermark of `image` blindly (no original needed); `found` only when the
-    payload's CRC-16 checks and the votes stand well above chance."""
+    """Decode the watermark of `image` blindly (no original needed), wherever a crop or a
+    resize has put its tiles; `found` only when the payload's CRC-16 checks and the bit
+    correlations stand well above chance."""
     import numpy as np
+
+    from serving.delivery.watermark_grid import read_grid
+    from serving.delivery.watermark_sync import (
+        TILE_PX,
+        align,
+        centre_window,
+        fold,
+        period_candidates,
+        refine,
+        scan,
+        whiten,
+    )
 
     if _too_small(image):
         return WatermarkReading(
@@ -273,44 +279,88 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
             f"least {WATERMARK_MIN_SIDE}x{WATERMARK_MIN_SIDE} pixels",
         )
     rgb, _ = _rgb_and_alpha(image)
-    coeffs = _block_dct(_luma(rgb))
-    bits_of_slot, dither = _layout(coeffs.shape[0], coeffs.shape[1])
-    rows, cols = zip(*WATERMARK_COEFFICIENTS, strict=True)
-    phase = coeffs[:, :, rows, cols] / WATERMARK_STEP - dither
-    votes = np.cos(2 * np.pi * phase).ravel()  # +1: on the bit-0 lattice, -1: on the bit-1 one
-    slots = bits_of_slot.ravel()
-    sums = np.bincount(slots, weights=votes, minlength=WATERMARK_BITS)
-    counts = np.bincount(slots, minlength=WATERMARK_BITS)
-    bits = (sums < 0).astype(np.uint8)
-    agreement = float(np.mean((votes < 0) == bits[slots].astype(bool)))
-    # Without a mark a vote is cos(uniform phase): mean 0, variance 1/2, so |sum| of n votes is
-    # half-normal with mean sqrt(n / pi) and variance (n / 2)(1 - 2 / pi).
-    total = float(np.abs(sums).sum())
-    chance_mean = float(np.sqrt(counts / np.pi).sum())
-    chance_sd = float(np.sqrt((counts / 2 * (1 - 2 / np.pi)).sum()))
-    signal = (total - chance_mean) / chance_sd
-    payload = np.packbits(bits).tobytes()
+    luma = _luma(rgb)
+    # An image as delivered (or re-encoded only) has its grid and tiles at the origin: reading
+    # there needs no search, so a lower threshold holds chance out.
+    grid = read_grid(luma)
+    raw = np.packbits(grid.bits).tobytes()
+    best = _decide(raw, raw, grid.signal, grid.agreement, WATERMARK_MIN_SIGNAL)
+    if best.found:
+        return best
+    residual = whiten(centre_window(luma))
+    nominal = (float(TILE_PX), float(TILE_PX))
+    reading = _decide_tiles(align(fold(residual, nominal), at_origin=True), WATERMARK_MIN_SIGNAL)
+    if reading.found:
+        return reading
+    # Cropped or resized: search the tiles' offset at each likely period, then near the best.
+    searched = []
+    for period in [nominal, *period_candidates(residual)]:
+        alignment = align(fold(residual, period))
+        reading = _decide_tiles(alignment, WATERMARK_MIN_SEARCHED_SIGNAL)
+        if reading.found:
+            return reading
+        searched.append((alignment.signal, period))
+    for alignment in (refine(residual, max(searched)[1]), scan(residual)):
+        reading = _decide_tiles(alignment, WATERMARK_MIN_SEARCHED_SIGNAL)
+        if reading.found:
+            return reading
+        best = max(best, reading, key=lambda r: r.signal)
+    return best
+
+
+def _decide_tiles(alignment: Alignment, threshold: float) -> WatermarkReading:
+    """What the bit correlations of one alignment of the tiles say."""
+    import numpy as np
+
+    z = alignment.correlations
+    raw = np.packbits((z < 0).astype(np.uint8)).tobytes()
+    return _decide(_corrected(z), raw, alignment.signal, alignment.agreement, threshold)
+
+
+def _corrected(correlations: np.ndarray) -> bytes:
+    """The payload the bit correlations read, with up to two of the least certain bits
+    flipped where that makes the CRC-16 check (and only then): a weak mark (a small image
+    halved) often has a bit or two wrong, and always among the weakest."""
+    import numpy as np
+
+    bits = (correlations < 0).astype(np.uint8)
+    weakest = [int(i) for i in np.argsort(np.abs(correlations))[:WATERMARK_CORRECTABLE]]
+    flips = [(), *((i,) for i in weakest), *itertools.combinations(weakest, 2)]
+    for flip in flips:
+        trial = bits.copy()
+        trial[list(flip)] ^= 1
+        payload = np.packbits(trial).tobytes()
+        if _payload_checks(payload):
+            return payload
+    return np.packbits(bits).tobytes()
+
+
+def _decide(
+    payload: bytes, raw: bytes, signal: float, agreement: float, threshold: float
+) -> WatermarkReading:
+    """A reading of `payload` when its CRC-16 checks and `signal` (standard deviations above
+    chance) reaches `threshold`; otherwise no mark, and why not."""
     if not _payload_checks(payload):
-        return WatermarkReading(
-            found=False,
-            payload=None,
-            bit_agreement=agreement,
-            signal=signal,
-            reason="no watermark: the decoded bits fail the CRC-16 check",
+        reason = "no watermark: the decoded bits fail the CRC-16 check"
+    elif signal < threshold:
+        reason = (
+            f"no watermark: the CRC-16 checks but the votes are only {signal:.1f} "
+            f"standard deviations above chance (at least {threshold:g} needed)"
         )
-    if signal < WATERMARK_MIN_SIGNAL:
+    else:
         return WatermarkReading(
-            found=False,
-            payload=None,
+            found=True,
+            payload=payload,
             bit_agreement=agreement,
             signal=signal,
-            reason=f"no watermark: the CRC-16 checks but the votes are only {signal:.1f} "
-            f"standard deviations above chance (at least {WATERMARK_MIN_SIGNAL:g} needed)",
+            reason="CRC-16 checks and the votes are far above chance",
+            raw_bits=raw,
         )
     return WatermarkReading(
-        found=True,
-        payload=payload,
+        found=False,
+        payload=None,
         bit_agreement=agreement,
         signal=signal,
-        reason="CRC-16 checks and the votes are far above chance",
+        reason=reason,
+        raw_bits=raw,
     )

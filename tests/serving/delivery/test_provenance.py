@@ -30,6 +30,7 @@ from serving.delivery.manifest import (
 )
 from serving.delivery.watermark import (
     WATERMARK_BITS,
+    WATERMARK_MIN_SEARCHED_SIGNAL,
     WATERMARK_MIN_SIDE,
     crc16,
     embed_watermark,
@@ -246,7 +247,7 @@ def test_unmarked_images_read_as_unmarked():
         reading = read_watermark(image)
         assert not reading.found
         assert reading.payload is None
-        assert reading.signal < 6
+        assert reading.signal < WATERMARK_MIN_SEARCHED_SIGNAL
         assert reading.reason.startswith("no watermark")
 
 
