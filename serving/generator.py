@@ -40,6 +40,7 @@ class ImageJob:
     guidance: float
     client: str = ""  # the API key's name: live work is served round-robin across keys
     deadline: float | None = None  # time.time() after which nobody waits for this image
+    native: int = 0  # the version's native side, px (0: unknown): caps a batch's pixels
 
     def batch_key(self) -> tuple[Any, ...]:
         return (self.model_id, self.width, self.height, self.steps, self.guidance)

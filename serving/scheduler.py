@@ -104,24 +104,29 @@ class FairQueue(Generic[T]):
 
     def take(
         self,
-        limit: int,
+        limit: int | Callable[[T], int],
         *,
         same: Callable[[T], Hashable],
         dropped: Callable[[T], bool],
         besides: Collection[str] | None = None,
     ) -> tuple[list[T], list[T]]:
         """One batch and the items dropped on the way: the first item in serving order that is
-        not `dropped`, then the following ones with the same `same(item)`, up to `limit`.
+        not `dropped`, then the following ones with the same `same(item)`, up to `limit` (or
+        `limit(first item)`).
         Keys served move to the end of the turn order. With `besides`: live items of other
         keys only (what may be drawn while those keys' batch is paused)."""
         batch: list[tuple[str | None, T]] = []
         gone: list[tuple[str | None, T]] = []
+        most = 0
         for key, item in self._in_order():
             if besides is not None and (key is None or key in besides):
                 continue
             if dropped(item):
                 gone.append((key, item))
-            elif not batch or (len(batch) < limit and same(item) == same(batch[0][1])):
+            elif not batch:
+                batch.append((key, item))
+                most = limit if isinstance(limit, int) else limit(item)
+            elif len(batch) < most and same(item) == same(batch[0][1]):
                 batch.append((key, item))
         for key, item in (*gone, *batch):
             self._remove(key, item)
@@ -138,6 +143,17 @@ class FairQueue(Generic[T]):
         q.remove(item)
         if not q:
             del self._live[key]
+
+
+def batch_limit(job: ImageJob, max_batch_size: int) -> int:
+    """How many images like `job` one batch holds: `max_batch_size` native-size images' worth
+    of pixels, at least one. A step of any batch then takes about as long as a step of a full
+    batch at the native size, which bounds how long a waiting key's image waits for the next
+    step boundary (a flood of images 4x native per side batches one at a time; batching such
+    images buys almost nothing on a saturated device anyway)."""
+    if job.native <= 0:
+        return max_batch_size
+    return max(1, min(max_batch_size, max_batch_size * job.native**2 // (job.width * job.height)))
 
 
 def refusal(
@@ -298,6 +314,9 @@ class Scheduler:
             after = retry_after_s(self._queue.live() + self._drawing_live, self._seconds_per_image)
             raise Overloaded(f"{why}; try again in {after} s", retry_after_s=after)
 
+    def _limit(self, entry: _Entry) -> int:
+        return batch_limit(entry.job, self._max_batch)
+
     def live_pending(self) -> int:
         """Live images waiting or being drawn (campaign clips wait for none)."""
         with self._cond:
@@ -333,7 +352,7 @@ class Scheduler:
                 )
             now = time.time()
             batch, dropped = self._queue.take(
-                self._max_batch, same=lambda e: e.job.batch_key(), dropped=lambda e: e.dropped(now)
+                self._limit, same=lambda e: e.job.batch_key(), dropped=lambda e: e.dropped(now)
             )
             self._drawing_live += sum(not e.background for e in batch)
         for entry in dropped:
@@ -358,7 +377,7 @@ class Scheduler:
             if not self._queue.live_besides(keys):
                 return False
             batch, dropped = self._queue.take(
-                self._max_batch,
+                self._limit,
                 same=lambda e: e.job.batch_key(),
                 dropped=lambda e: e.dropped(now),
                 besides=keys,

@@ -19,6 +19,7 @@ from serving.scheduler import (
     Interrupted,
     Scheduler,
     Ticket,
+    batch_limit,
     deadline_budget_s,
     refusal,
     retry_after_s,
@@ -48,6 +49,20 @@ def test_one_keys_flood_does_not_starve_another_keys_single_image():
     assert first == [("flood", 0), ("flood", 1), ("flood", 2), ("flood", 3)]
     assert _take(queue) == [("small", 0)]  # the very next batch, not after 10 flood images
     assert _take(queue) == [("flood", 4), ("flood", 5), ("flood", 6), ("flood", 7)]
+
+
+def test_a_batch_holds_at_most_max_batch_size_native_images_worth_of_pixels():
+    native = [ImageJob("m/1", "x", "", 0, side, side, 3, 2.0, native=32) for side in (32, 64, 128)]
+    assert [batch_limit(job, 4) for job in native] == [4, 1, 1]
+    assert batch_limit(ImageJob("m/1", "x", "", 0, 48, 32, 3, 2.0, native=32), 8) == 5
+    assert batch_limit(_job("a", 0, size=128), 4) == 4  # native unknown: the plain limit
+    queue: FairQueue[ImageJob] = FairQueue()
+    for seed in range(3):
+        queue.push("flood", ImageJob("m/1", "x", "", seed, 128, 128, 3, 2.0, "flood", None, 32))
+    batch, _ = queue.take(
+        lambda j: batch_limit(j, 4), same=lambda j: j.batch_key(), dropped=lambda j: False
+    )
+    assert [j.seed for j in batch] == [0]
 
 
 def test_images_of_the_same_settings_batch_across_keys_in_turn_order():

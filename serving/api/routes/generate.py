@@ -253,6 +253,7 @@ def _jobs(
             guidance=body.guidance if body.guidance is not None else config.default_guidance,
             client=ticket.client,
             deadline=ticket.deadline,
+            native=services.catalog.sizes(mid).native,  # read (and cached) by _size
         )
         for i in range(body.n)
     ]
