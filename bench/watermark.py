@@ -119,9 +119,11 @@ class SizeResult:
 
 
 def bit_errors(raw: bytes | None, payload: bytes) -> int:
+    """How many of the 64 bits `raw` reads wrong (32, chance, when nothing was read)."""
     if raw is None:
         return 32
-    return int(np.unpackbits(np.frombuffer(bytes(a ^ b for a, b in zip(raw, payload)), np.uint8)).sum())
+    read = np.unpackbits(np.frombuffer(raw, np.uint8))
+    return int((read != np.unpackbits(np.frombuffer(payload, np.uint8))).sum())
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:

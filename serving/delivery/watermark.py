@@ -190,7 +190,7 @@ def _mark(luma: np.ndarray, message: np.ndarray, amplitude: float) -> np.ndarray
     # Improved spread spectrum: cancel the image's own correlation with each bit's chips in
     # each tile, so that small images and unlucky content do not drown the mark.
     correction = np.clip(
-        -WATERMARK_HOST_REJECTION * host / np.maximum(response, 1e-6), -amplitude, amplitude
+        -WATERMARK_HOST_REJECTION * host / np.maximum(response, 1e-6), -2 * amplitude, 2 * amplitude
     )
     sign = 1.0 - 2.0 * message[bits]
     gain = amplitude * sign + correction[groups].reshape(luma.shape)

@@ -44,6 +44,9 @@ MIN_SCALE, MAX_SCALE = 0.47, 2.15
 MAX_WINDOW = 1024
 SCAN_WINDOW = 256  # pixels a side searched period by period when the autocorrelation fails
 WHITEN_SIGMA = 2.0  # pixels: the local mean removed from the luminance before anything else
+# Residuals are clipped here (luminance levels): edges would otherwise outweigh the mark. A
+# fixed limit, so that the embedder (on the unmarked image) and the reader clip alike.
+WHITEN_CLIP = 6.0
 
 
 @cache
@@ -71,7 +74,7 @@ def chip_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def whiten(luma: np.ndarray) -> np.ndarray:
     """The part of the luminance that carries the mark: minus its local mean and its mean per
-    8x8 phase, clipped at 4 robust standard deviations so that edges do not dominate."""
+    8x8 phase, clipped at WHITEN_CLIP so that edges do not dominate."""
     from scipy.ndimage import gaussian_filter
 
     residual = luma - gaussian_filter(luma, WHITEN_SIGMA, mode="reflect")
@@ -84,8 +87,7 @@ def whiten(luma: np.ndarray) -> np.ndarray:
                 : residual.shape[0], : residual.shape[1]
             ]
         )
-    limit = 4 * 1.4826 * float(np.median(np.abs(residual))) + 1e-6
-    return np.clip(residual, -limit, limit)
+    return np.clip(residual, -WHITEN_CLIP, WHITEN_CLIP)
 
 
 def centre_window(array: np.ndarray) -> np.ndarray:
@@ -107,10 +109,16 @@ def period_candidates(residual: np.ndarray, *, count: int = 3) -> list[tuple[flo
     if high <= low:
         return []
     # Lattice points of a tile repeated at period L: (0, L), (L, 0), (L, L), (L, -L).
-    every = np.arange(1, min(int(1.25 * high) + 2, h // 2, w // 2))
+    every = np.arange(1, min(int(2.4 * high) + 2, h // 2, w // 2))
     raw = auto[0, every] + auto[every, 0] + auto[every, every] + auto[-every, every]
+    peak = np.zeros(len(raw) + 1)  # peak[L]: raw at lag L above its surroundings
+    for lag in range(low, len(raw) + 1):
+        peak[lag] = raw[lag - 1] - _background(raw, lag)
     lags = np.arange(low, high + 1)
-    score = raw[lags - 1] - np.array([_background(raw, lag) for lag in lags])
+    # A period also peaks at its double, which a double does not: count both, so that the
+    # period outranks its multiples.
+    doubled = np.array([peak[2 * lag] if 2 * lag < len(peak) else 0.0 for lag in lags])
+    score = peak[lags] + doubled
     order = np.argsort(score)[::-1]
     chosen: list[int] = []
     for index in order:
