@@ -47,6 +47,7 @@ WHITEN_SIGMA = 2.0  # pixels: the local mean removed from the luminance before a
 # Residuals are clipped here (luminance levels): edges would otherwise outweigh the mark. A
 # fixed limit, so that the embedder (on the unmarked image) and the reader clip alike.
 WHITEN_CLIP = 6.0
+WHITEN_FLOOR = 3.0  # local residual strength (levels) below which nothing is weighed down
 
 
 @cache
@@ -87,7 +88,10 @@ def whiten(luma: np.ndarray) -> np.ndarray:
                 : residual.shape[0], : residual.shape[1]
             ]
         )
-    return np.clip(residual, -WHITEN_CLIP, WHITEN_CLIP)
+    # Texture (noise, foliage) is weighed down by its local strength rather than clipped: a
+    # clipped pixel would not show the mark at all.
+    local = np.sqrt(gaussian_filter(residual**2, 2 * WHITEN_SIGMA, mode="reflect"))
+    return np.clip(residual / (1 + local / WHITEN_FLOOR), -WHITEN_CLIP, WHITEN_CLIP)
 
 
 def centre_window(array: np.ndarray) -> np.ndarray:
