@@ -1,43 +1,41 @@
 """The invisible watermark of delivered assets: `embed_watermark` and `read_watermark`.
 
 It is the second of the two AI-content marks (the first is the XMP manifest,
-`serving.delivery.manifest`): metadata is easy to strip, pixels survive re-encoding (JPEG
-quality 75, WebP, PNG). Its 64-bit payload is 48 bits of sha256(asset id) and a CRC-16 of them,
-so a reader can tell "marked with asset X" from "no mark" without access to the asset store.
+`serving.delivery.manifest`): metadata is easy to strip, pixels survive re-encoding, crops
+and resizes. Its 64-bit payload is 48 bits of sha256(asset id) and a CRC-16 of them, so a
+reader can tell "marked with asset X" from "no mark" without access to the asset store.
 
-Watermark design (dither modulation QIM, blind detection, numpy/scipy only):
+Two layers carry the same payload in the luminance Y = 0.299 R + 0.587 G + 0.114 B
+(`brandforge.colour.LUMA_601`), both blind (no original needed), numpy/scipy only:
 
-- Luminance Y = 0.299 R + 0.587 G + 0.114 B (`brandforge.colour.LUMA_601`), cut into the
-  8x8 blocks of the JPEG grid (a partial block at the right/bottom edge is left alone). In
-  each block, eight low-to-mid frequency DCT-II coefficients (orthonormal) carry one payload
-  bit each.
-- Each such coefficient c is moved to the nearest point of the lattice
-  `WATERMARK_STEP * k + dither + bit * WATERMARK_STEP / 2`, with a pseudo-random dither per
-  coefficient from a fixed key (`WATERMARK_KEY`). A keyed permutation spreads each of the 64
-  bits over an equal share of all coefficients of the image, scattered across it.
-- The change is added equally to R, G and B, which changes Y only (the colour, Cb/Cr, stays).
-  Two refinements keep it from clipping away: a block whose marked Y would leave [0, 255]
-  (white or black areas) is shifted in brightness (DC, which carries no bits) by as little as
-  needed, and where one channel of a saturated colour clips, the shortfall goes to the other
-  channels.
-- Decoding needs no original: each coefficient votes cos(2 pi (c - dither) / step) (+1: bit 0,
-  -1: bit 1), the votes of a bit are summed, and the sign decides it. The payload counts as
-  found only when its CRC-16 checks and the votes stand far above chance
-  (`WATERMARK_MIN_SIGNAL` standard deviations), so an unmarked image practically never reads
-  as marked (the CRC alone lets 1 in 65536 through).
-- Why it survives JPEG 75: the libjpeg quality-75 luminance quantisation steps of the chosen
-  coefficients are 5-7, so the JPEG error of each is at most 3.5, under a quarter step (4.5);
-  WebP and PNG add less. Why it is invisible: the mean squared change is
-  8 * step**2 / 12 / 64 = 3.4 per pixel, PSNR about 43 dB (41-43 dB measured).
-- Measured on synthetic photo-like images (gradients, shapes, noise; 20 per size): no bit
-  error after JPEG 75, JPEG 60 or WebP 90 at 64x64, 96x96, 128x128, 256x256 and 512x320;
-  WebP 80 loses it below 128x128. GIF (256-colour palette) and MP4 (H.264 CRF 18) frames keep
-  it at 128x128 and up. Unmarked images score 0 +- 1 standard deviation (300 tried, max 2.9).
-- Limits: the mark is tied to the 8x8 grid, so it does not survive cropping by other than a
-  multiple of 8 pixels, resizing or rotation; strong recompression (JPEG below ~50) erodes it.
-  Images smaller than `WATERMARK_MIN_SIDE` (64) pixels on a side carry too few votes per bit
-  (under 8) and are returned unmarked with a warning: at 32-56 pixels WebP 90 already broke it,
-  and a white image with saturated shapes lost it after JPEG 75 at 56.
+- The grid mark (`serving.delivery.watermark_grid`): QIM in eight DCT coefficients of each
+  8x8 JPEG block, laid out for the image's size. Exact after JPEG 75 from 64x64 px up, and
+  the only layer of files delivered before the tiles came; lost by any crop or resize.
+- The tiles (`serving.delivery.watermark_sync`): one 64x64 px tile of 1024 +-1 chips of 2x2
+  px, 16 per payload bit, repeated over the image, each chip's sign keyed and flipped by its
+  bit (spread spectrum). The embedder cancels, per tile and bit, what the image itself
+  already correlates with the chips (improved spread spectrum), so content does not drown
+  the mark. The reader finds the tiles' period (the scale) from the autocorrelation, or by a
+  bounded scan of periods, and their offset by correlating every bit at every offset of the
+  folded tile, so crops at any offset and resizes of 0.5x-2x are read back.
+
+The change goes to R, G and B alike, which changes Y only (Cb/Cr stay). A block whose marked
+Y would leave [0, 255] is shifted in brightness by as little as needed, and where one channel
+of a saturated colour clips, the shortfall goes to the other channels.
+
+Reading tries, in order: the grid mark where the image starts; the tiles there; the tiles at
+every offset of the likely periods. A payload counts as found only when its CRC-16 checks
+and the correlations stand far above chance: `WATERMARK_MIN_SIGNAL` standard deviations
+where nothing is searched, `WATERMARK_MIN_SEARCHED_SIGNAL` where the best of thousands of
+positions is taken (unmarked images score up to about 8 there). The tiles' reader may flip
+up to two of the least certain bits to make the CRC check (`WATERMARK_CORRECTABLE`).
+
+Measured (`python bench/watermark.py`, README "Formats and provenance"): PSNR about 40 dB;
+the right payload after JPEG 50-90, crops of 5-10 % off every side and resizes of 0.5-2x at
+256, 512 and 1024 px, with the rates in the README's table. Limits: rotation is not searched;
+images under `WATERMARK_MIN_SIDE` (64) px a side are left unmarked with a warning; the tiles
+need a few repetitions, so a crop or resize of a small, heavily textured image (128 px of
+noise) loses them; strong recompression (JPEG below ~50) erodes both layers.
 """
 
 from __future__ import annotations
@@ -63,10 +61,12 @@ log = logging.getLogger(__name__)
 WATERMARK_BITS = 64  # 48 bits of sha256(asset id) + CRC-16/CCITT of those 6 bytes
 WATERMARK_AMPLITUDE = 1.4  # luminance change of a chip, 0..255 scale (before host rejection)
 WATERMARK_HOST_REJECTION = 1.0  # share of the image's own correlation with the chips removed
-# Below 64 x 64 pixels a bit gets under 8 votes, too few to survive WebP 90 (see above).
+# Below 64 x 64 pixels a bit of the grid mark gets under 8 votes, too few to survive WebP 90
+# (32-56 px broke), and the tiles are not whole.
 WATERMARK_MIN_SIDE = 64
-# How far above chance the bit correlations must be, in standard deviations of their sum of
-# squares on an unmarked image, besides the CRC.
+# How far above chance the votes must be, besides the CRC, in standard deviations: where the
+# image starts (unmarked images score about 0 +- 1), and at the best of the searched tile
+# positions (unmarked images score up to about 8, marked ones 12 to 400).
 WATERMARK_MIN_SIGNAL = 6.0
 WATERMARK_MIN_SEARCHED_SIGNAL = 10.0
 # The tiles' reader may flip up to two of this many least certain bits to make the CRC check.
@@ -80,8 +80,8 @@ class WatermarkReading:
 
     found: bool
     payload: bytes | None  # the 8 payload bytes when found
-    bit_agreement: float  # share of the coefficient votes agreeing with the decoded bits
-    signal: float  # votes above chance, in standard deviations (~0 +- 1 when unmarked)
+    bit_agreement: float  # share of the votes (coefficients or chips) agreeing with the bits
+    signal: float  # votes above chance, in standard deviations (see WATERMARK_MIN_SIGNAL)
     reason: str  # why nothing was found, or what was checked when found
     # the 64 bits as read before any correction, found or not (None when too small): how
     # close a damaged mark came, for benchmarks

@@ -8,7 +8,7 @@ changes their period; this module finds both, blindly:
 
 1. `whiten`: the luminance minus its local mean (the image's own content is mostly smooth, the
    mark is not), minus its mean per 8x8 phase (the blocking of JPEG would otherwise look like
-   a period of 8), clipped at edges.
+   a period of 8), divided down where texture is strong, clipped at edges.
 2. `period_candidates`: a repeated tile makes the residual's autocorrelation peak at every
    multiple of the tile's period, whatever the payload, so the period (the scale) is the
    strongest peak between half and twice the embedded period, refined to a fraction of a
@@ -18,6 +18,9 @@ changes their period; this module finds both, blindly:
 4. `align`: the folded tile correlated with each bit's chips at every cyclic offset (FFT);
    the offset where the squared correlations of all 64 bits add up highest is where the tile
    starts, whatever the bits are. The signs of the correlations there are the bits.
+5. `refine` and `scan`: the period near a candidate where the bits correlate best; and, when
+   the autocorrelation finds nothing (a few tiles only: 256 px halved), every period from
+   0.47x to 2.15x in steps fine enough for the centre 256 px, about 110 folds.
 
 Everything here is numpy/scipy on float arrays; the caller decides what a reading means.
 """
