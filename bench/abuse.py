@@ -216,7 +216,13 @@ def _run(
     flood.stop.set()
     watch.stop.set()
     watch.thread.join()
+    from ray import serve
+
+    from serving.runtime import APP_NAME
+
+    queue = serve.get_deployment_handle("Generator", app_name=APP_NAME).stats.remote().result()
     return {
+        "queue": queue,
         "small": small,
         "flood_body": flood_body,
         "idle": idle,
@@ -254,6 +260,12 @@ def _print(args: argparse.Namespace, model_id: str, config: Any, r: dict[str, An
     print(
         f"flood answers in {r['seconds']:.0f} s: {answers or 'none'}; "
         f"{r['in_flight']} still waiting at the end"
+    )
+    q, small_images = r["queue"], 2 + 2 * args.small
+    print(
+        f"generator: {q['drawn'] - small_images} flood images drawn, {q['drawn_aside']} "
+        f"batches drawn aside (a flood batch paused at a step), {q['dropped_gone']} images "
+        f"dropped for gone clients, {q['dropped_expired']} past their deadline"
     )
     health = r["health"]
     print(

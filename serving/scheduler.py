@@ -286,6 +286,8 @@ class Scheduler:
     async def submit(self, jobs: list[ImageJob], *, background: bool = False) -> list[Rendered]:
         """Queue `jobs` and wait for their images (in order). Live jobs are refused with
         `Overloaded` past the bounds; cancelling the caller marks its images gone."""
+        if not jobs:
+            return []
         entries = [_Entry(job, background) for job in jobs]
         with self._cond:
             if not background:
