@@ -104,6 +104,7 @@ ATTACKS: dict[str, Attack] = {
 @dataclass
 class Tally:
     found: int = 0
+    wrong: int = 0  # found, but another payload: must stay 0
     bit_errors: list[int] = field(default_factory=list)
 
 
@@ -152,6 +153,7 @@ def measure(size: int, images: int) -> SizeResult:
             reading = timed_read(attack(marked, rng), result)
             tally = result.attacks[name]
             tally.found += reading.found and reading.payload == payload
+            tally.wrong += reading.found and reading.payload != payload
             tally.bit_errors.append(bit_errors(reading.raw_bits, payload))
         for unmarked in (original, jpeg(75)(original, rng)):
             reading = timed_read(unmarked, result)
@@ -172,6 +174,7 @@ def table(results: dict[int, SizeResult], images: int) -> Iterator[str]:
             cells.append(f"{tally.found / images:.0%}, {np.mean(tally.bit_errors):.2f}")
         yield f"| {name} | " + " | ".join(cells) + " |"
     rows: dict[str, Callable[[SizeResult], str]] = {
+        "marked: another payload read": lambda r: str(sum(t.wrong for t in r.attacks.values())),
         "unmarked: false positives": lambda r: (
             f"{r.false_positives}/{r.unmarked} (max signal {r.unmarked_max_signal:.1f})"
         ),
