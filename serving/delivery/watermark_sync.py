@@ -20,7 +20,7 @@ changes their period; this module finds both, blindly:
    starts, whatever the bits are. The signs of the correlations there are the bits.
 5. `refine` and `scan`: the period near a candidate where the bits correlate best; and, when
    the autocorrelation finds nothing (a few tiles only: 256 px halved), every period from
-   0.47x to 2.15x in steps fine enough for the centre 256 px, about 110 folds.
+   0.47x to 2.15x in steps fine enough for the centre 320 px, about 140 folds.
 
 Everything here is numpy/scipy on float arrays; the caller decides what a reading means.
 """
@@ -45,7 +45,8 @@ MIN_SCALE, MAX_SCALE = 0.47, 2.15
 # Analysis window: the centre of larger images only, which bounds the reading time and still
 # holds 8 periods at 2x.
 MAX_WINDOW = 1024
-SCAN_WINDOW = 256  # pixels a side searched period by period when the autocorrelation fails
+# Pixels a side searched period by period when the autocorrelation fails: 2 periods at 2.15x.
+SCAN_WINDOW = 320
 WHITEN_SIGMA = 2.0  # pixels: the local mean removed from the luminance before anything else
 # Residuals are clipped here (luminance levels): edges would otherwise outweigh the mark. A
 # fixed limit, so that the embedder (on the unmarked image) and the reader clip alike.
@@ -104,7 +105,7 @@ def centre_window(array: np.ndarray) -> np.ndarray:
     return array[top : top + MAX_WINDOW, left : left + MAX_WINDOW]
 
 
-def period_candidates(residual: np.ndarray, *, count: int = 3) -> list[tuple[float, float]]:
+def period_candidates(residual: np.ndarray, *, count: int = 5) -> list[tuple[float, float]]:
     """Up to `count` likely tile periods (vertical, horizontal) in pixels, best first, from the
     peaks of the residual's autocorrelation between MIN_SCALE and MAX_SCALE times TILE_PX."""
     h, w = residual.shape
@@ -252,7 +253,7 @@ def scan(residual: np.ndarray) -> Alignment:
     """The best alignment over every period from MIN_SCALE to MAX_SCALE times TILE_PX, on
     the centre SCAN_WINDOW pixels, refined on the whole residual: for when the
     autocorrelation finds no period (an image of a few tiles: 256 px halved). Bounded: about
-    110 folds of at most 256 x 256 pixels."""
+    140 folds of at most 320 x 320 pixels."""
     h, w = residual.shape
     top, left = max(0, (h - SCAN_WINDOW) // 2), max(0, (w - SCAN_WINDOW) // 2)
     centre = residual[top : top + SCAN_WINDOW, left : left + SCAN_WINDOW]
@@ -265,7 +266,7 @@ def scan(residual: np.ndarray) -> Alignment:
         if best is None or alignment.signal > best.signal:
             best = alignment
         # A relative period error e drifts the edge tiles by e * side / 2 pixels: steps of
-        # 2e keep that within one bin (period / BINS), about 110 steps at 256 px.
+        # 2e keep that within one bin (period / BINS), about 140 steps at 320 px.
         period *= 1 + 4 * period / (BINS * side)
     if best is None:
         return _aligned(residual, (float(TILE_PX), float(TILE_PX)))
