@@ -223,7 +223,10 @@ def align(folded: np.ndarray, *, at_origin: bool = False) -> Alignment:
     up = BINS // TILE_CHIPS
     shifted = np.roll(folded, (-int(dy), -int(dx)), axis=(0, 1))
     expected = np.kron(signs * np.where(correlations[bits] >= 0, 1.0, -1.0), np.ones((up, up)))
-    agreement = float(np.mean(np.sign(shifted) == expected))
+    filled = shifted != 0  # bins no pixel fell in (a period under BINS pixels) do not vote
+    agreement = (
+        float(np.mean(np.sign(shifted[filled]) == expected[filled])) if filled.any() else 0.0
+    )
     return Alignment(
         offset=(int(dy), int(dx)), correlations=correlations, agreement=agreement, signal=signal
     )
