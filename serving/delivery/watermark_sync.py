@@ -197,7 +197,7 @@ class Alignment:
     correlations: np.ndarray  # (BITS,) bit correlations there, in noise standard deviations
     agreement: float  # share of the bins whose sign agrees with their decoded bit
     # how far the summed squared correlations at `offset` stand above those at the other
-    # offsets, in their robust standard deviations: about 0-5 without a mark (the best of
+    # offsets, in their robust standard deviations: up to about 8 without a mark (the best of
     # 4096 offsets), tens to hundreds with one
     signal: float
     period: tuple[float, float] = (0.0, 0.0)  # the period folded, pixels (vertical, horizontal)
