@@ -51,6 +51,7 @@ __all__ = ["TrainResult", "TrainingError", "batch_indices", "min_snr_weights", "
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainResult:
     completed: bool

@@ -305,8 +305,6 @@ def export_feedback(
     return result
 
 
-
-
 def _add_training_image(
     brand_dir: Path,
     file_name: str,

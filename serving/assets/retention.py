@@ -135,7 +135,6 @@ def purge_expired(
     return result
 
 
-
 def _purge_batches(
     session: Session,
     store: AssetStore,

@@ -39,8 +39,6 @@ RenderFn = Callable[[list[ImageJob]], list[Rendered]]
 LoopFn = Callable[[ImageJob, int, int], list[bytes]]  # (job, frames, seed_to) -> PNG frames
 
 
-
-
 @dataclass
 class _Work:
     item: CampaignItem

@@ -23,5 +23,3 @@ def test_contrast_ratio_matches_wcag_values():
     assert contrast_ratio(white, grey) == contrast_ratio(grey, white)
     assert contrast_ratio(hex_to_rgb("#1A9E9E"), hex_to_rgb("#1A9E9E")) == 1.0
     assert contrast_ratio(hex_to_rgb("#BBBBBB"), white) == pytest.approx(1.92, abs=0.01)
-
-

@@ -17,7 +17,6 @@ def overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-
 def photo_like(width: int, height: int, seed: int) -> np.ndarray:
     """Smooth colour structure at several scales, sharp-edged objects and mild noise."""
     rng = np.random.default_rng(seed)
@@ -41,4 +40,3 @@ def photo_like(width: int, height: int, seed: int) -> np.ndarray:
             draw.rectangle((x - r, y - r // 3, x + r, y + r // 3), fill=fill)
     noisy = np.asarray(canvas).astype(float) + rng.normal(0, 3, (height, width, 3))
     return np.clip(noisy, 0, 255).astype(np.uint8)
-

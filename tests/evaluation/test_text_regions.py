@@ -34,7 +34,6 @@ def text_on_flat(size: int, font_size: int, fg: str, bg: str) -> tuple[np.ndarra
     )
 
 
-
 SIZES = [(256, 14), (256, 40), (512, 20), (512, 64), (1024, 14), (1024, 48)]
 
 

@@ -52,7 +52,6 @@ def new_asset_id() -> str:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-
     impl = DateTime(timezone=True)
     cache_ok = True
 
@@ -74,7 +73,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class JSONText(TypeDecorator[Any]):
-
     impl = Text
     cache_ok = True
 
@@ -93,7 +91,6 @@ class JSONText(TypeDecorator[Any]):
 
 
 class Base(DeclarativeBase):
-
     metadata = MetaData(
         naming_convention={
             "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -106,7 +103,6 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-
     __tablename__ = "api_keys"
     __table_args__ = (CheckConstraint("length(name) > 0", name="name_not_empty"),)
 
@@ -137,7 +133,6 @@ class ApiKey(Base):
 
 
 class AuditLog(Base):
-
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -159,7 +154,6 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class Asset(Base):
-
     __tablename__ = "assets"
     __table_args__ = (
         CheckConstraint("variant IN ('champion', 'canary')", name="variant"),
@@ -205,7 +199,6 @@ ASSET_EVENTS = ("impression", "click")
 
 
 class AssetEvent(Base):
-
     __tablename__ = "asset_events"
     __table_args__ = (
         CheckConstraint(_in("kind", ASSET_EVENTS), name="kind"),
@@ -228,7 +221,6 @@ ITEM_STATES = ("pending", "running", "done", "review", "failed", "cancelled")
 
 
 class Campaign(Base):
-
     __tablename__ = "campaigns"
     __table_args__ = (
         CheckConstraint(_in("state", CAMPAIGN_STATES), name="state"),
@@ -255,7 +247,6 @@ class Campaign(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued")
     created_by: Mapped[str] = mapped_column(String(200))
 
-
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -266,7 +257,6 @@ class Campaign(Base):
 
 
 class CampaignItem(Base):
-
     __tablename__ = "campaign_items"
     __table_args__ = (
         CheckConstraint(_in("state", ITEM_STATES), name="state"),
@@ -309,7 +299,6 @@ ROLLOUT_DECISIONS = ("start", "pass", "fail", "promote", "rollback", "abort")
 
 
 class Rollout(Base):
-
     __tablename__ = "rollouts"
     __table_args__ = (
         CheckConstraint(_in("mode", ROLLOUT_MODES), name="mode"),
@@ -353,7 +342,6 @@ class Rollout(Base):
 
 
 class RolloutDecision(Base):
-
     __tablename__ = "rollout_decisions"
     __table_args__ = (CheckConstraint(_in("decision", ROLLOUT_DECISIONS), name="decision"),)
 
@@ -371,7 +359,6 @@ class RolloutDecision(Base):
 
 
 class RequestLog(Base):
-
     __tablename__ = "request_log"
     __table_args__ = (
         CheckConstraint(_in("variant", VARIANTS), name="variant"),
