@@ -80,16 +80,16 @@ def _body(source: str, function: str) -> list[str]:
 
 def test_db_revision_writes_the_next_revision(tmp_path: Path) -> None:
     """`brandforge db revision` on copies of the revisions: with models and revisions in
-    agreement the next one (0002) has nothing to do; with a column the revisions lack, it adds
+    agreement the next one (0003) has nothing to do; with a column the revisions lack, it adds
     that column."""
     import shutil
 
     copy = tmp_path / "same" / "migrations"
     shutil.copytree(migrate.MIGRATIONS, copy, ignore=shutil.ignore_patterns("__pycache__"))
     path = migrate.new_revision("nothing yet", migrations=copy)
-    assert path.parent == copy / "versions" and path.name.startswith("0002_nothing_yet")
+    assert path.parent == copy / "versions" and path.name.startswith("0003_nothing_yet")
     source = path.read_text()
-    assert "revision: str = '0002'" in source and "down_revision: str | None = '0001'" in source
+    assert "revision: str = '0003'" in source and "down_revision: str | None = '0002'" in source
     assert _body(source, "upgrade") == ["pass"]
     compile(source, str(path), "exec")
 
@@ -126,7 +126,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     and the database's revision at that moment."""
     calls: list[dict[str, Any]] = []
 
-    def run_forever(config: Any, *, host: str, port: int) -> None:
+    def run_forever(config: Any, *, host: str, port: int, **_: Any) -> None:
         engine = engine_for(None)
         try:
             calls.append({"config": config, "port": port, "revision": migrate.current(engine)})
