@@ -325,10 +325,21 @@ def encrypt(plain: bytes, *, ring: KeyRing, store_key: str) -> bytes:
     return _header(ring.newest, wrap_nonce, wrapped, body_nonce) + body
 
 
-def decrypt(blob: bytes, *, ring: KeyRing | None, store_key: str) -> bytes:
+def decrypt(
+    blob: bytes, *, ring: KeyRing | None, store_key: str, encrypted: bool = False
+) -> bytes:
     """The file bytes of stored `blob`: decrypted if encrypted, as they are if clear.
-    `UnreadableAsset` when it cannot be opened or fails authentication."""
+    `UnreadableAsset` when it cannot be opened or fails authentication, or when `encrypted`
+    (its database row records a key id) yet the file is in clear: a clear file put in place
+    of an encrypted one outside the server is refused, not served."""
     if not is_encrypted(blob):
+        if encrypted:
+            raise UnreadableAsset(
+                store_key,
+                None,
+                "its database row says it was stored encrypted, yet the file is in clear: "
+                "it was replaced outside the server",
+            )
         return blob
     header = parse_header(blob, store_key=store_key)
     data_key = _unwrap(ring, header, store_key)

@@ -68,7 +68,7 @@ class AssetReader(Protocol):
     """What the export needs of the asset store (`serving.assets.AssetStore`): the bytes of a
     stored asset, raising a `LookupError` (`AssetMissing`) when the file is gone."""
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, *, encrypted: bool = False) -> bytes: ...
 
 
 @dataclass
@@ -365,7 +365,7 @@ def _skip_reason(asset: Asset, file_name: str, ids: set[str], names: set[str]) -
 def _read_image(asset: Asset, store: AssetReader) -> tuple[Image.Image | None, str | None]:
     """The asset's decoded image, or None and why it cannot be read."""
     try:
-        data = store.get(asset.path)
+        data = store.get(asset.path, encrypted=asset.key_id is not None)
     except LookupError:  # serving.assets.store.AssetMissing
         return None, f"file missing from the asset store ({asset.path})"
     except ValueError as err:  # serving.assets.store.BadAssetKey

@@ -194,6 +194,9 @@ class AssetStore:
         # keys with reads in flight, and those of them written meanwhile.
         self._reading: dict[str, int] = {}
         self._dirty: set[str] = set()
+        # Cached keys whose file was in clear: never served from the cache to a caller that
+        # expects an encrypted file (see `get`).
+        self._clear: set[str] = set()
         self._lock = threading.Lock()
         self.keys = keys
 
@@ -231,13 +234,14 @@ class AssetStore:
             self._fs.pipe_file(path, stored)
             self._fs.invalidate_cache(path)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, encrypted: bool = False) -> bytes:
         """The bytes stored under `key` (decrypted), from the cache when there; `AssetMissing`
-        if none, `serving.assets.crypto.UnreadableAsset` if it cannot be decrypted."""
+        if none, `serving.assets.crypto.UnreadableAsset` if it cannot be decrypted or if
+        `encrypted` (the asset's row has a key id) and the file is in clear."""
         path = self._path(key)
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None:
+            if cached is not None and not (encrypted and key in self._clear):
                 self._cache.move_to_end(key)
                 self._hits += 1
                 return cached
@@ -245,7 +249,8 @@ class AssetStore:
             self._reading[key] = self._reading.get(key, 0) + 1
         data: bytes | None = None
         try:
-            data = decrypt(self._fs.cat_file(path), ring=self.keys, store_key=key)
+            stored = self._fs.cat_file(path)
+            data = decrypt(stored, ring=self.keys, store_key=key, encrypted=encrypted)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             pass
         finally:
@@ -258,7 +263,7 @@ class AssetStore:
                     del self._reading[key]
                     self._dirty.discard(key)
                 if data is not None and fresh:
-                    self._remember(key, data)
+                    self._remember(key, data, clear=not is_encrypted(stored))
         if data is None:
             raise AssetMissing(
                 f"asset {key!r} is not in the asset store {self.url()} "
@@ -346,7 +351,7 @@ class AssetStore:
                 "capacity": self._cache_capacity,
             }
 
-    def _remember(self, key: str, data: bytes) -> None:
+    def _remember(self, key: str, data: bytes, *, clear: bool) -> None:
         # Caller holds the lock. An entry larger than the whole cache is not kept: it would
         # evict everything else for one file.
         if len(data) > self._cache_capacity:
@@ -356,13 +361,19 @@ class AssetStore:
             self._cache_bytes -= len(old)
         self._cache[key] = data
         self._cache_bytes += len(data)
+        if clear:
+            self._clear.add(key)
+        else:
+            self._clear.discard(key)
         while self._cache_bytes > self._cache_capacity:
-            _, evicted = self._cache.popitem(last=False)
+            evicted_key, evicted = self._cache.popitem(last=False)
             self._cache_bytes -= len(evicted)
+            self._clear.discard(evicted_key)
 
     def _invalidate(self, key: str) -> None:
         with self._lock:
             old = self._cache.pop(key, None)
+            self._clear.discard(key)
             if old is not None:
                 self._cache_bytes -= len(old)
             if key in self._reading:

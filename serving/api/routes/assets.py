@@ -40,14 +40,14 @@ def asset(asset_id: AssetId, services: ServicesDep, caller: CallerDep) -> Respon
     caller.require(role)
     with services.sessions() as session:
         row = session.get(Asset, asset_id)
-        found = None if row is None else (row.brand, row.path, row.format, row.status)
+        found = None if row is None else (row.brand, row.path, row.format, row.status, row.key_id)
     if found is None:
         raise NotFound(f"no asset {asset_id!r}")
-    brand, key, fmt, status = found
+    brand, key, fmt, status, key_id = found
     caller.require(role, brand)
     require_visible(asset_id, status, caller.roles)
     try:
-        data = services.store.get(key)
+        data = services.store.get(key, encrypted=key_id is not None)
     except AssetMissing:
         raise Gone(f"asset {asset_id!r}: its file is gone") from None
     return Response(data, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))

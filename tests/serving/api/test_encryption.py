@@ -74,3 +74,11 @@ def test_generate_then_get_over_http_while_the_file_on_disk_is_ciphertext(
             assert "k1" not in broken.text and row.path not in broken.text
             logged = " ".join(r.getMessage() for r in caplog.records)
             assert row.path in logged and "'k1'" in logged and answer["request_id"] in logged
+
+        # A clear file put in place of the encrypted one (its row records key id k1) is
+        # refused, not served, even when the store's cache already holds the clear bytes.
+        services.store = AssetStore(str(root), keys=ring("k1"))
+        path.write_bytes(got.content)
+        assert services.store.get(row.path) == got.content  # a reader that expects no key
+        replaced = requests.get(f"{url}/v1/assets/{asset_id}", headers=auth, timeout=30)
+        assert replaced.status_code == 500 and "decrypted" in replaced.json()["detail"]

@@ -77,6 +77,23 @@ def test_a_file_stored_in_clear_is_still_read_after_a_key_is_set(tmp_path: Path)
     assert AssetStore(str(tmp_path), keys=ring("k1")).get(key) == b"\x89PNG clear"
 
 
+def test_a_clear_file_where_the_row_records_a_key_is_refused_even_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    key = asset_key("acme", "Sw4pme", "png")
+    store = AssetStore(str(tmp_path), keys=ring("k1"))
+    assert store.put(key, picture()) == "k1"
+    (tmp_path / key).write_bytes(b"\x89PNG planted in clear")
+    assert store.get(key) == b"\x89PNG planted in clear"  # cached, as read in clear
+    for _ in range(2):
+        with pytest.raises(UnreadableAsset, match="row says it was stored encrypted") as caught:
+            store.get(key, encrypted=True)
+        assert caught.value.store_key == key
+    store.put(key, picture())  # written again through the store: encrypted, cached as such
+    assert store.get(key, encrypted=True) == store.get(key, encrypted=True) == picture()
+    assert store.cache_stats["hits"] >= 1
+
+
 @pytest.mark.parametrize(
     ("reader", "why"),
     [

@@ -23,6 +23,9 @@ SERVING_COMMANDS = {
     "campaign": "serving.cli.campaign:campaign_app",
     "assets": "serving.cli.assets:assets_app",
     "db": "serving.cli.db:db_app",
+    "provenance": "serving.cli.provenance:provenance_command",
+    "credentials": "serving.cli.credentials:credentials_app",
+    "privacy": "serving.cli.privacy:privacy_app",
     "data.feedback": "serving.cli.feedback:feedback_command",
 }
 
