@@ -325,9 +325,7 @@ def encrypt(plain: bytes, *, ring: KeyRing, store_key: str) -> bytes:
     return _header(ring.newest, wrap_nonce, wrapped, body_nonce) + body
 
 
-def decrypt(
-    blob: bytes, *, ring: KeyRing | None, store_key: str, encrypted: bool = False
-) -> bytes:
+def decrypt(blob: bytes, *, ring: KeyRing | None, store_key: str, encrypted: bool = False) -> bytes:
     """The file bytes of stored `blob`: decrypted if encrypted, as they are if clear.
     `UnreadableAsset` when it cannot be opened or fails authentication, or when `encrypted`
     (its database row records a key id) yet the file is in clear: a clear file put in place

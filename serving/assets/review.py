@@ -42,7 +42,9 @@ from sqlalchemy.orm import Session
 
 from serving.auth import ADMIN, ALL_BRANDS, Forbidden, audit
 from serving.db.models import Asset, utcnow
+from serving.delivery.redact import redact
 from serving.errors import Conflict, Gone, Invalid, NotFound
+from serving.privacy.subjects import record_subjects, subjects_in
 from serving.text import text_problem
 
 REASON_MAX = 500
@@ -211,14 +213,21 @@ def decide(
         )
     status = AssetStatus.APPROVED if approve else AssetStatus.REJECTED
     now = utcnow()
+    # Stored redacted like the prompts (DESIGN.md, decision 9); what it mentioned is kept by
+    # keyed hash so that erasing a subject finds this asset.
+    stored = None if text is None else redact(text)
     result = session.execute(
         update(Asset)
         .where(Asset.id == asset_id, Asset.status == AssetStatus.REVIEW)
-        .values(status=status, reviewed_by=actor, reviewed_at=now, review_reason=text)
+        .values(status=status, reviewed_by=actor, reviewed_at=now, review_reason=stored)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"asset {asset_id!r} was decided by someone else just now")
+    if text is not None:
+        record_subjects(
+            session, subjects_in(text), kind="asset", object_id=asset.id, brand=asset.brand
+        )
     session.refresh(asset)
     audit(
         session,

@@ -234,6 +234,22 @@ def test_approve_records_who_when_and_audits(db: Db):
     assert _queue(db, ["acme"])["total"] == 0
 
 
+def test_a_reason_is_stored_redacted_and_erasing_its_subject_finds_the_asset(db: Db):
+    from serving.privacy.erasure import plan_erasure
+
+    asset_id = db.add()
+    _decide(db, asset_id, approve=False, reason="shows jane.doe@example.com, no consent")
+
+    row = db.asset(asset_id)
+    assert row.review_reason is not None and "jane" not in row.review_reason
+    assert "no consent" in row.review_reason
+    [audit] = db.audit("asset.reject")
+    assert "jane" not in str(audit.detail)
+    with db.sessions() as session:
+        plan = plan_erasure(session, "Jane.Doe@example.com", brands=None)
+    assert asset_id in {t.id for t in plan.of("asset")}
+
+
 def test_reject_needs_a_reason_of_at_most_500_characters(db: Db):
     asset_id = db.add()
     for reason in (None, "", "   ", "x" * 501):
