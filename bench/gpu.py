@@ -312,6 +312,20 @@ def bench_training(args: argparse.Namespace, dtype: torch.dtype) -> dict[str, An
     }
 
 
+def training_fitting_memory(args: argparse.Namespace, dtype: torch.dtype) -> dict[str, Any]:
+    """`bench_training` at `--train-batch`, halving the batch while the device runs out of
+    memory (the figures name the batch that ran)."""
+    while True:
+        try:
+            return bench_training(args, dtype)
+        except torch.cuda.OutOfMemoryError:
+            if args.train_batch == 1:
+                raise
+        free_memory(args.device)  # out of the handler: the traceback no longer holds tensors
+        args.train_batch //= 2
+        log(f"training: out of memory, trying batch {args.train_batch}")
+
+
 def serving_pipeline(
     args: argparse.Namespace, dtype: torch.dtype, *, hotswap: bool
 ) -> tuple[Any, list[dict[str, torch.Tensor]]]:
@@ -603,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.monotonic()
     figures: dict[str, Any] = {}
     with section("LoRA training"):
-        figures.update(bench_training(args, dtype))
+        figures.update(training_fitting_memory(args, dtype))
     free_memory(args.device)
     with section("serving"):
         figures.update(bench_serving(args, dtype))
