@@ -51,7 +51,8 @@ class Rendered:
     png: bytes  # lossless; the ingress converts to the requested format
     seed: int
     batch_size: int
-    seconds: float
+    seconds: float  # drawing its batch took (wall clock, from the first step to the last)
+    queued_s: float = 0.0  # it waited in the replica's queue before its batch began (scheduler)
 
 
 class ModelNotFound(LookupError):

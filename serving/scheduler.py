@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from serving.errors import DeadlineExceeded, Invalid, Overloaded
@@ -243,6 +243,7 @@ class _Entry:
     background: bool
     future: Future[Rendered] = field(default_factory=Future)
     gone: bool = False  # its caller was cancelled: nobody waits for this image
+    queued_at: float = field(default_factory=time.perf_counter)
 
     def dropped(self, now: float) -> bool:
         return self.gone or self.future.cancelled() or self.expired(now)
@@ -420,7 +421,8 @@ class Scheduler:
             self._seconds_per_image = 0.8 * last + 0.2 * per_image
             self._counts["drawn"] += len(batch)
             for entry, result in zip(batch, rendered, strict=True):
-                _settle(entry, result=result)
+                # how long it waited travels back with the image (Server-Timing's `queue`)
+                _settle(entry, result=replace(result, queued_s=started - entry.queued_at))
         finally:
             with self._cond:
                 self._drawing_live -= sum(not e.background for e in batch)

@@ -55,6 +55,17 @@ class Metrics:
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=self.registry,
         )
+        self.stage_seconds = Histogram(
+            "brandforge_request_stage_seconds",
+            "Time a generate request spent in each stage: queue, render, score, encode, store (s)",
+            [*LABELS, "stage"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+
+    def stage(self, labels: dict[str, str], stage: str, seconds: float) -> None:
+        """One stage of a generate request (`serving.api.timing.STAGES`: bounded values)."""
+        self.stage_seconds.labels(**labels, stage=stage).observe(seconds)
 
     def request(self, labels: dict[str, str], status: str, seconds: float) -> None:
         self.requests.labels(**labels, status=status).inc()

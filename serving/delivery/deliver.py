@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -216,7 +217,8 @@ class Delivery:
     `add` marks, encodes and stores one file and builds its row; `commit` writes the rows in
     one transaction. Used as a context manager, an exception before `commit` succeeded deletes
     every file `add` wrote. `created_at` is shared by all files (one request, one moment);
-    `retention_days` (brand, or `*`, to days) sets their expiry.
+    `retention_days` (brand, or `*`, to days) sets their expiry. `seconds` adds up the time
+    spent marking and encoding (`encode`) and writing files and rows (`store`).
     """
 
     store: Store
@@ -229,6 +231,9 @@ class Delivery:
     # Signs each final file (C2PA); by default the settings' (None: they name no certificate).
     credentials: ContentCredentials | None = field(default_factory=credentials_from_settings)
     delivered: list[Delivered] = field(default_factory=list, init=False)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"encode": 0.0, "store": 0.0}, init=False
+    )
     _rows: list[Asset] = field(default_factory=list, init=False, repr=False)
     _kept: bool = field(default=False, init=False, repr=False)
     # The personal data each row's prompts held before redaction (serving.privacy).
@@ -269,6 +274,7 @@ class Delivery:
         if self._kept:
             raise RuntimeError("this delivery is committed: start a new Delivery for more files")
         origin = self.origin
+        started = time.perf_counter()
         asset_id = new_asset_id()
         manifest = build_manifest(
             asset_id=asset_id,
@@ -282,8 +288,11 @@ class Delivery:
         data = encode_marked(picture, fmt, asset_id=asset_id, xmp=manifest_xmp(manifest))
         if self.credentials is not None:  # last: the signature covers the final bytes
             data = self.credentials.sign(data, fmt, manifest)
+        encoded = time.perf_counter()
+        self.seconds["encode"] += encoded - started
         key = asset_key(origin.brand, asset_id, EXTENSIONS[fmt])
         key_id = self.store.put(key, data)
+        self.seconds["store"] += time.perf_counter() - encoded
         done = Delivered(asset_id, key, fmt, drawing.seed, compliance, self.status, manifest)
         self.delivered.append(done)
         first = picture.frames[0] if isinstance(picture, Motion) else picture
@@ -326,6 +335,7 @@ class Delivery:
         commit it itself (the campaign queue's `finish` does); when it returns False (the
         item's lease was lost) the transaction is rolled back and the files are deleted.
         """
+        started = time.perf_counter()
         try:
             with sessions() as session:
                 session.add_all(self._rows)
@@ -342,6 +352,8 @@ class Delivery:
         except BaseException:
             self.discard()
             raise
+        finally:
+            self.seconds["store"] += time.perf_counter() - started
         if not keep:
             self.discard()
             return False
@@ -375,13 +387,21 @@ def deliver_live(
     store: Store,
     sessions: sessionmaker[Session],
     retention_days: Mapping[str, float] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> list[Delivered]:
     """Deliver the pictures of one live generate request as `fmt` files, each scored against
-    `kit` (None: the version has none): all files and rows are kept, or none is."""
+    `kit` (None: the version has none): all files and rows are kept, or none is. `seconds`,
+    when given, receives the time spent per stage: `score`, `encode` and `store`."""
+    scoring = 0.0
     with Delivery(
         store=store, origin=origin, request_id=request_id, retention_days=retention_days
     ) as delivery:
         for image, drawing in pictures:
-            delivery.add(image, fmt=fmt, drawing=drawing, compliance=score_image(image, kit))
+            started = time.perf_counter()
+            compliance = score_image(image, kit)
+            scoring += time.perf_counter() - started
+            delivery.add(image, fmt=fmt, drawing=drawing, compliance=compliance)
         delivery.commit(sessions)
+    if seconds is not None:
+        seconds.update(score=scoring, **delivery.seconds)
     return list(delivery.delivered)

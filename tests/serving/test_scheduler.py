@@ -157,6 +157,24 @@ def test_expired_and_abandoned_images_are_not_drawn_and_bounds_refuse_with_retry
     assert stats["rejected"] == 1 and stats["drawn"] == 5 and stats["waiting"] == 0
 
 
+def test_each_image_carries_back_how_long_it_waited_in_the_queue():
+    draw = _Recorder()
+    queue = Scheduler(draw, max_batch_size=1)
+
+    async def scenario() -> tuple[list[Rendered], list[Rendered]]:
+        draw.gate.clear()  # the first image holds the drawing thread
+        first = asyncio.create_task(queue.submit([_job("a", 0)]))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(queue.submit([_job("b", 1)]))
+        await asyncio.sleep(0.2)
+        draw.gate.set()
+        return await first, await waiting
+
+    first, waiting = asyncio.run(scenario())
+    assert 0.0 <= first[0].queued_s < waiting[0].queued_s
+    assert waiting[0].queued_s >= 0.2  # queued before the held batch was let go
+
+
 def test_within_answers_at_the_deadline_and_cancels_the_work():
     cancelled = asyncio.Event()
 

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from serving.admission import admit_request, check_cost
 from serving.api.deps import CallerDep, ServicesDep
@@ -27,6 +27,7 @@ from serving.api.docs import errors
 from serving.api.policy import refuse_if_banned, texts_of
 from serving.api.schemas import GenerateRequest
 from serving.api.services import Services
+from serving.api.timing import STAGES, generator_stages, server_timing
 from serving.catalog import model_id, model_name
 from serving.delivery.deliver import Drawing, Origin, decode_png, deliver_live, score_image
 from serving.errors import DeadlineExceeded, Invalid, Overloaded, Unavailable
@@ -51,13 +52,19 @@ class Served:
 
 @router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 429, 503, 504))
 async def generate(
-    body: GenerateRequest, request: Request, services: ServicesDep, caller: CallerDep
+    body: GenerateRequest,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Generate `n` images with the brand's champion (or, during a rollout, the canary for the
     rollout's share of clients); each image is scored and stored. Without `width`/`height` the
     served version's native size is used; each version has a largest allowed side. The
     `X-Request-Deadline-Ms` header (1,000 ms up to the server's limit) sets how long the request
-    may wait and draw before it is dropped with a 504; without it, the server's default."""
+    may wait and draw before it is dropped with a 504; without it, the server's default.
+    The `Server-Timing` header of the answer says where the time went: `queue`, `render`,
+    `score`, `encode`, `store` and `total` (ms)."""
     started = time.perf_counter()
     caller.require("generate", body.brand)
     ticket = Ticket.start(caller.name, _budget_s(services, request))
@@ -86,7 +93,8 @@ async def generate(
     if rollout is not None and rollout.mode == "shadow":
         _start_shadow(services, body, base_seed, rollout, ticket)
     request_id = uuid.uuid4().hex
-    images = await asyncio.to_thread(_deliver, services, body, served, request_id)
+    stages = generator_stages(served.rendered)
+    images = await asyncio.to_thread(_deliver, services, body, served, request_id, stages)
     scores = [i["compliance"]["score"] for i in images if i["compliance"]["score"] is not None]
     passed = [
         bool(i["compliance"]["passed"]) for i in images if i["compliance"]["passed"] is not None
@@ -96,6 +104,8 @@ async def generate(
         services.metrics.batch(labels, r.batch_size)
     for score in scores:
         services.metrics.compliance(labels, score)
+    for stage in STAGES:
+        services.metrics.stage(labels, stage, stages[stage])
     elapsed = time.perf_counter() - started
     services.metrics.request(labels, "ok", elapsed)
     await _record(
@@ -109,6 +119,7 @@ async def generate(
         scores,
         passed,
     )
+    response.headers["Server-Timing"] = server_timing(stages, time.perf_counter() - started)
     return {
         "request_id": request_id,
         "model": {
@@ -148,9 +159,14 @@ async def _serve(
 
 
 def _deliver(
-    services: Services, body: GenerateRequest, served: Served, request_id: str
+    services: Services,
+    body: GenerateRequest,
+    served: Served,
+    request_id: str,
+    stages: dict[str, float],
 ) -> list[dict[str, Any]]:
-    """Score, mark, encode and store every image (`serving.delivery`): all or none."""
+    """Score, mark, encode and store every image (`serving.delivery`): all or none. The
+    seconds of each of those stages go into `stages`."""
     mid = model_id(body.brand, served.version)
     context = services.catalog.context(mid)
     origin = Origin(
@@ -184,6 +200,7 @@ def _deliver(
         store=services.store,
         sessions=services.sessions,
         retention_days=services.retention_days,
+        seconds=stages,
     )
     return [
         {

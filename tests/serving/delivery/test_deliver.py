@@ -82,6 +82,7 @@ def rows(sessions: sessionmaker[Session]) -> list[Asset]:
 def test_a_live_delivery_stores_a_marked_file_and_its_row(sessions, store):
     kit = load_brand_kit(KIT)
     image = natural_image(96, 96)
+    seconds: dict[str, float] = {}
     (done,) = deliver_live(
         [(image, drawing())],
         fmt="png",
@@ -91,7 +92,10 @@ def test_a_live_delivery_stores_a_marked_file_and_its_row(sessions, store):
         store=store,
         sessions=sessions,
         retention_days={"acme": 30},
+        seconds=seconds,
     )
+    assert set(seconds) == {"score", "encode", "store"}  # the stages of Server-Timing
+    assert all(s > 0 for s in seconds.values())
     (row,) = rows(sessions)
     assert stored_files(store) == [row.path] and row.id == done.asset_id
     found = read_provenance(store.get(row.path))
