@@ -170,7 +170,7 @@ class CampaignWorker:
                 raise _RenderFailed(f"{type(err).__name__}: {err}") from err
             retry = []
             for w, r in zip(todo, rendered, strict=True):
-                w.background = Image.open(io.BytesIO(r.png)).convert("RGB")
+                w.background = r.image()
                 try:
                     self._compose_and_score(w)
                 except Exception as err:  # noqa: BLE001 (e.g. a layout that cannot fit: the

@@ -14,8 +14,7 @@ Live generate (`serving.api.routes.generate`):
     origin = Origin(brand=..., model_name=..., model_version=..., variant=..., dataset_hash=...)
     with Delivery(store=store, origin=origin, request_id=request_id,
                   retention_days=retention_days) as delivery:
-        for png, seed in ...:
-            image = decode_png(png)
+        for image, seed in ...:  # each `Rendered.image()` of the generator
             delivery.add(image, fmt=body.format, drawing=Drawing(prompt=..., seed=seed, ...),
                          compliance=score_image(image, kit))
         delivery.commit(sessions)
@@ -370,11 +369,6 @@ class Delivery:
         self.delivered.clear()
         self._rows.clear()
         self._mentions.clear()
-
-
-def decode_png(png: bytes) -> Image.Image:
-    """A rendered PNG (what the generator returns) as an RGB image."""
-    return Image.open(io.BytesIO(png)).convert("RGB")
 
 
 def deliver_live(

@@ -4,13 +4,11 @@ have gone, and a batch stopped at a denoising step boundary on the real tiny eng
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from serving.errors import DeadlineExceeded, Invalid, Overloaded
 from serving.generator import Engine, ImageJob, Rendered
@@ -31,8 +29,8 @@ def _job(client: str, seed: int, *, size: int = 32, deadline: float | None = Non
     return ImageJob("m/1", "acme banner", "", seed, size, size, 3, 2.0, client, deadline)
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+def _pixels(rendered: Rendered) -> np.ndarray:
+    return rendered.pixels.astype(int)
 
 
 def _take(queue: FairQueue[ImageJob], limit: int = 4) -> list[tuple[str, int]]:
@@ -124,7 +122,7 @@ class _Recorder:
     def __call__(self, jobs: list[ImageJob], should_stop, between_steps) -> list[Rendered]:
         self.gate.wait(10)
         self.drawn.extend((j.client, j.seed) for j in jobs)
-        return [Rendered(b"", j.seed, len(jobs), 0.0) for j in jobs]
+        return [Rendered(np.zeros((1, 1, 3), np.uint8), j.seed, len(jobs), 0.0) for j in jobs]
 
 
 def test_expired_and_abandoned_images_are_not_drawn_and_bounds_refuse_with_retry_after():
@@ -247,7 +245,7 @@ def test_a_long_batch_yields_at_a_step_to_another_keys_image_and_its_pixels_do_n
     handles = [engine.load_adapter(v1), engine.load_adapter(v2)]
     long = ImageJob(v1, "acme banner", "", 5, 32, 32, 60, 2.0, "flood")
     small = ImageJob(v2, "acme poster", "", 6, 32, 32, 3, 2.0, "small")
-    alone = {job.client: engine.render([job])[0].png for job in (long, small)}
+    alone = {job.client: engine.render([job])[0] for job in (long, small)}
     queue = Scheduler(lambda j, s, b: engine.render(j, should_stop=s, between_steps=b))
 
     async def scenario() -> tuple[bool, list[Rendered], list[Rendered]]:
@@ -260,6 +258,6 @@ def test_a_long_batch_yields_at_a_step_to_another_keys_image_and_its_pixels_do_n
     flood_done_first, drawn_long, drawn_small = asyncio.run(scenario())
     assert not flood_done_first  # the single image did not wait for the 60-step batch
     assert queue.stats()["drawn_aside"] == 1
-    assert _pixels(drawn_small[0].png).tolist() == _pixels(alone["small"]).tolist()
-    assert _pixels(drawn_long[0].png).tolist() == _pixels(alone["flood"]).tolist()
+    assert _pixels(drawn_small[0]).tolist() == _pixels(alone["small"]).tolist()
+    assert _pixels(drawn_long[0]).tolist() == _pixels(alone["flood"]).tolist()
     assert len(handles) == 2

@@ -29,7 +29,7 @@ from serving.api.schemas import GenerateRequest
 from serving.api.services import Services
 from serving.api.timing import STAGES, generator_stages, server_timing
 from serving.catalog import model_id, model_name
-from serving.delivery.deliver import Drawing, Origin, decode_png, deliver_live, score_image
+from serving.delivery.deliver import Drawing, Origin, deliver_live, score_image
 from serving.errors import DeadlineExceeded, Invalid, Overloaded, Unavailable
 from serving.generator import ImageJob, ModelNotFound, Rendered
 from serving.rollout.split import assign_variant
@@ -180,7 +180,7 @@ def _deliver(
     guidance = body.guidance if body.guidance is not None else services.config.default_guidance
     pictures = [
         (
-            decode_png(r.png),
+            r.image(),
             Drawing(
                 prompt=body.prompt,
                 negative_prompt=body.negative_prompt or "",
@@ -372,7 +372,7 @@ async def _shadow(
     passed: list[bool] = []
     if kit is not None:
         for r in served.rendered:
-            report = await asyncio.to_thread(score_image, r.png, kit)
+            report = await asyncio.to_thread(score_image, r.image(), kit)
             scores.append(report["score"])
             passed.append(bool(report["passed"]))
     elapsed = time.perf_counter() - started

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,8 +71,10 @@ def test_the_header_reaches_a_client_over_http(loopback):
 
 def test_the_generator_share_is_the_image_ready_last_and_the_header_is_in_ms():
     rendered = [
-        Rendered(b"", 1, 1, seconds=0.5, queued_s=0.0),
-        Rendered(b"", 2, 1, seconds=0.25, queued_s=0.5),  # drawn after the first: ready last
+        Rendered(np.zeros((1, 1, 3), np.uint8), 1, 1, seconds=0.5, queued_s=0.0),
+        Rendered(
+            np.zeros((1, 1, 3), np.uint8), 2, 1, seconds=0.25, queued_s=0.5
+        ),  # drawn after the first: ready last
     ]
     assert generator_stages(rendered) == {"queue": 0.5, "render": 0.25}
     assert generator_stages([]) == {"queue": 0.0, "render": 0.0}
