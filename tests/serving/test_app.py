@@ -164,6 +164,10 @@ def test_generate_returns_scored_images_that_can_be_fetched(server):
         f"{url}/v1/generate", json={**BODY, "seed": 40}, headers=_auth(keys["app"]), timeout=120
     )
     assert r.status_code == 200, r.text
+    # the replica's queue and drawing times came back through Ray with the pixels
+    timing = dict(p.strip().split(";dur=") for p in r.headers["Server-Timing"].split(","))
+    assert list(timing) == ["queue", "render", "score", "encode", "store", "total"]
+    assert float(timing["render"]) > 0 and float(timing["total"]) >= float(timing["render"])
     out = r.json()
     assert out["model"] == {"name": "brandforge-acme", "version": "1", "variant": "champion"}
     assert [i["seed"] for i in out["images"]] == [40, 41]
