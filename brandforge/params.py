@@ -7,7 +7,7 @@ error that names the key and the file instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -84,6 +84,8 @@ class EvidenceParams(_Section):
 
 
 class TrainParams(_Section):
+    RUNTIME_KEYS: ClassVar[frozenset[str]] = frozenset({"log_every", "compile"})
+
     rank: int = Field(16, ge=1)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -111,6 +113,15 @@ class TrainParams(_Section):
     validation_every: int = Field(100, ge=1)
     validation_prompts: list[str] = Field(default_factory=list)
     seed: int = 42
+    # How the loop runs, not what it learns: outside the checkpoint key (`RUNTIME_KEYS`).
+    log_every: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="optimizer steps between loss syncs and MLflow writes; every step is logged",
+    )
+    compile: bool = Field(False, strict=True, description="torch.compile the UNet")
     evidence: EvidenceParams = EvidenceParams()
 
     @field_validator("mixed_precision", mode="before")

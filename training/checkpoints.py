@@ -29,8 +29,10 @@ CHECKPOINT_DIR = Path("checkpoints")
 
 
 def checkpoint_key(train: TrainParams, dataset_hash: str, base_identity: str) -> str:
-    """Checkpoints are only resumable by a run with the same params, data and base."""
-    return params_hash({"train": train.model_dump(), "data": dataset_hash, "base": base_identity})
+    """Checkpoints are only resumable by a run with the same params, data and base; the params
+    that only change how the loop runs (logging, compilation) may differ."""
+    learned = train.model_dump(exclude=set(TrainParams.RUNTIME_KEYS))
+    return params_hash({"train": learned, "data": dataset_hash, "base": base_identity})
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

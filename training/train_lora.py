@@ -45,7 +45,13 @@ from training.inputs import (
     load_inputs,
     sdxl_time_ids,
 )
-from training.outputs import deliver, log_validation, tracked_run, validation_prompts
+from training.outputs import (
+    deliver,
+    log_steps,
+    log_validation,
+    tracked_run,
+    validation_prompts,
+)
 
 __all__ = ["TrainResult", "TrainingError", "batch_indices", "min_snr_weights", "run"]
 
@@ -60,6 +66,9 @@ class TrainResult:
     run_url: str
     adapter_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Wall time of this call's loop: its first step (with any compilation) and all of it.
+    first_step_seconds: float | None = None
+    loop_seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +264,115 @@ def min_snr_weights(scheduler: Any, timesteps: torch.Tensor, gamma: float) -> to
     return clipped / snr
 
 
-# ---------------------------------------------------------------------------------------------
-# MLflow: the run, its validation grids, and what a finished run delivers.
+def is_due(step: int, every: int, max_steps: int) -> bool:
+    """Whether something done every `every` steps (and at the end) is due after `step`."""
+    return step % every == 0 or step == max_steps
+
+
+def flush_due(step: int, tp: TrainParams, *, first: int, last: int) -> bool:
+    """Whether the losses kept on the device are read now: every `train.log_every` steps, at the
+    first step of this call (its time, compilation included), at its last, and before a
+    validation grid or checkpoint (which saves the history)."""
+    return (
+        step == first
+        or step == last
+        or is_due(step, tp.log_every, tp.max_steps)
+        or is_due(step, tp.validation_every, tp.max_steps)
+        or is_due(step, tp.checkpoint_every, tp.max_steps)
+    )
+
+
+@dataclass
+class StepLog:
+    """The loss of each optimizer step, kept on the device until `flush`: one host sync and one
+    MLflow write per window of steps instead of per step, the same values at the same steps."""
+
+    images_per_step: int
+    steps: list[int] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+    since: float = field(default_factory=time.perf_counter)
+
+    def add(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.lrs.append(lr)
+        self.timestamps_ms.append(int(time.time() * 1000))
+
+    def flush(self) -> tuple[list[dict[str, Any]], list[int], float]:
+        """The window's history rows, their times, and its images per second; starts anew."""
+        if not self.steps:
+            return [], [], 0.0
+        losses = torch.stack(self.losses).tolist()  # the window's one host sync
+        speed = self.images_per_step * len(self.steps) / (time.perf_counter() - self.since)
+        rows = [
+            {"step": step, "loss": round(loss, 6), "lr": lr}
+            for step, loss, lr in zip(self.steps, losses, self.lrs, strict=True)
+        ]
+        times = self.timestamps_ms
+        self.steps, self.losses, self.lrs, self.timestamps_ms = [], [], [], []
+        return rows, times, speed
+
+    def restart_clock(self) -> None:
+        """Exclude what follows a flush (validation grids, checkpoints) from the throughput."""
+        self.since = time.perf_counter()
+
+
+def compile_unet(unet: Any) -> Any:
+    """`torch.compile` of the UNet (`train.compile`): compiled lazily, at its first step."""
+    if not hasattr(torch, "compile"):
+        raise TrainingError("train.compile: this PyTorch has no torch.compile; set it to false")
+    return torch.compile(unet)
+
+
+def is_compile_error(err: Exception) -> bool:
+    import torch._dynamo.exc
+
+    return isinstance(err, torch._dynamo.exc.TorchDynamoException)
+
+
+def compile_failed(err: Exception) -> TrainingError:
+    return TrainingError(
+        f"train.compile: torch.compile of the UNet failed on this machine "
+        f"(torch {torch.__version__}): {type(err).__name__}: {str(err).splitlines()[0][:300]}. "
+        "Set train.compile: false in params.yaml (training is the same, only slower or faster)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def train_step(
+    step: int,
+    *,
+    unet: Any,
+    forward_unet: Any,
+    tp: TrainParams,
+    draw: Callable[..., MicroBatch],
+    accelerator: Any,
+    conditioning: Callable[[MicroBatch], Conditioning],
+    loss_fn: Callable[..., torch.Tensor],
+    trainable: list[Any],
+    optimizer: Any,
+    lr_scheduler: Any,
+) -> torch.Tensor:
+    """One optimizer step (its micro-batches); returns its mean loss, still on the device.
+    `forward_unet` is `unet` itself or its compiled form."""
+    step_loss = torch.zeros((), device=accelerator.device)
+    for micro in range(tp.gradient_accumulation_steps):
+        batch = draw(step=step, micro=micro, process=accelerator.process_index)
+        cond = conditioning(batch)
+        with accelerator.accumulate(unet):
+            loss = loss_fn(forward_unet, batch=batch, cond=cond)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(trainable, tp.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step_loss += accelerator.gather(loss.detach()).mean()
+    return step_loss / tp.gradient_accumulation_steps
 
 
 def run(
@@ -298,6 +411,9 @@ def run(
     trainable = [p for m in [pipe.unet, *text_encoders] for p in m.parameters() if p.requires_grad]
     optimizer, lr_scheduler = make_optimizer(trainable, tp, processes=accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(pipe.unet, optimizer, lr_scheduler)
+    # Only the training forward is compiled: checkpoints and the adapter are saved from `unet`,
+    # and validation grids sample with `pipe.unet`, both uncompiled.
+    forward_unet = compile_unet(unet) if tp.compile else unet
 
     # 3. Resume from the latest checkpoint of this exact configuration.
     run_dir = root / CHECKPOINT_DIR / checkpoint_key(tp, inputs.dataset_hash, inputs.ref.identity)
@@ -332,47 +448,53 @@ def run(
         )
         last_step = tp.max_steps if stop_after is None else min(stop_after, tp.max_steps)
         images_per_step = tp.batch_size * tp.gradient_accumulation_steps * accelerator.num_processes
+        steps_log = StepLog(images_per_step)
+        conditioning = partial(
+            batch_conditioning, cache=cache, pipe=pipe, captions=live_captions, device=device
+        )
+        loss_fn = partial(
+            denoising_loss,
+            noise_scheduler=noise_scheduler,
+            time_ids=time_ids,
+            snr_gamma=tp.snr_gamma,
+        )
+        first_step, first_step_seconds = step + 1, None
+        loop_started = time.perf_counter()
         while step < last_step:
-            step_started = time.perf_counter()
             with sigterm.deferred():  # a SIGTERM ends the step first
-                step_loss = 0.0
-                for micro in range(tp.gradient_accumulation_steps):
-                    batch = draw(step=step, micro=micro, process=accelerator.process_index)
-                    cond = batch_conditioning(
-                        batch, cache=cache, pipe=pipe, captions=live_captions, device=device
+                try:
+                    step_loss = train_step(
+                        step,
+                        unet=unet,
+                        forward_unet=forward_unet,
+                        tp=tp,
+                        draw=draw,
+                        accelerator=accelerator,
+                        conditioning=conditioning,
+                        loss_fn=loss_fn,
+                        trainable=trainable,
+                        optimizer=optimizer,
+                        lr_scheduler=lr_scheduler,
                     )
-                    with accelerator.accumulate(unet):
-                        loss = denoising_loss(
-                            unet,
-                            noise_scheduler,
-                            batch,
-                            cond,
-                            time_ids=time_ids,
-                            snr_gamma=tp.snr_gamma,
-                        )
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients:
-                            accelerator.clip_grad_norm_(trainable, tp.max_grad_norm)
-                        optimizer.step()
-                        lr_scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    step_loss += accelerator.gather(loss.detach()).mean().item()
-
+                except Exception as err:
+                    if tp.compile and step + 1 == first_step and is_compile_error(err):
+                        raise compile_failed(err) from err
+                    raise
                 step += 1
-                step_loss /= tp.gradient_accumulation_steps
-                lr = lr_scheduler.get_last_lr()[0]
-                history.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
+                steps_log.add(step, step_loss, lr_scheduler.get_last_lr()[0])
                 progress.update(1)
-                progress.set_postfix(loss=f"{step_loss:.4f}")
+                if not flush_due(step, tp, first=first_step, last=last_step):
+                    continue
+                rows, times, speed = steps_log.flush()
+                if first_step_seconds is None:
+                    first_step_seconds = time.perf_counter() - loop_started
+                history.extend(rows)
+                progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
                 if main_process:
-                    speed = images_per_step / (time.perf_counter() - step_started)
-                    mlflow.log_metrics(
-                        {"train_loss": step_loss, "learning_rate": lr, "images_per_second": speed},
-                        step=step,
-                    )
-                if main_process and (step % tp.validation_every == 0 or step == tp.max_steps):
+                    log_steps(active.info.run_id, rows, times, images_per_second=speed)
+                if main_process and is_due(step, tp.validation_every, tp.max_steps):
                     log_validation(pipe, prompts, tp, resolution=inputs.resolution, step=step)
-                if main_process and (step % tp.checkpoint_every == 0 or step == tp.max_steps):
+                if main_process and is_due(step, tp.checkpoint_every, tp.max_steps):
                     save_checkpoint(
                         run_dir,
                         step=step,
@@ -383,11 +505,20 @@ def run(
                         state={"mlflow_run_id": active.info.run_id, "history": history},
                     )
                     last_save = step
+                steps_log.restart_clock()
+        loop_seconds = time.perf_counter() - loop_started
         progress.close()
         if step < tp.max_steps:  # stopped as asked, as an interruption would
             log.info("stopped at step %d as asked (last checkpoint: step %d)", step, last_save)
             mlflow.end_run(status="KILLED")
-            return TrainResult(False, step, active.info.run_id, run_url(active))
+            return TrainResult(
+                False,
+                step,
+                active.info.run_id,
+                run_url(active),
+                first_step_seconds=first_step_seconds,
+                loop_seconds=loop_seconds,
+            )
         accelerator.wait_for_everyone()
         if not main_process:
             return TrainResult(completed=True, step=step, run_id=active.info.run_id, run_url="")
@@ -405,4 +536,13 @@ def run(
             run_id=active.info.run_id,
         )
         (run_dir / "COMPLETED").touch()
-        return TrainResult(True, step, active.info.run_id, run_url(active), adapter_dir, metrics)
+        return TrainResult(
+            True,
+            step,
+            active.info.run_id,
+            run_url(active),
+            adapter_dir,
+            metrics,
+            first_step_seconds=first_step_seconds,
+            loop_seconds=loop_seconds,
+        )
