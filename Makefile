@@ -5,10 +5,13 @@
 #                GPU users: TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 #   PYTHON       interpreter for the virtual environment (default python3, 3.11 or 3.12)
 #   VENV         where the virtual environment lives (default .venv)
+#   TEST_WORKERS pytest-xdist worker processes for `make test` (default 2; a module's tests stay
+#                in one worker, and modules that start Ray take turns)
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?=
+TEST_WORKERS ?= 2
 DEFAULT_TORCH := torch==2.13.0
 
 BIN := $(abspath $(VENV))/bin
@@ -60,7 +63,7 @@ demo: install
 	@$(BIN)/brandforge registry list
 
 test: install-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install-test
 	$(BIN)/ruff check .

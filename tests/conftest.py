@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,20 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 # The key of the personal-data hashes (serving.privacy): without it, tests on PostgreSQL would
 # make `privacy.key` in the working folder. Tests of the key file unset it.
 os.environ.setdefault("BRANDFORGE_PRIVACY_KEY", "tests-only-privacy-key-0123456789")
+
+
+@pytest.fixture(scope="module")
+def ray_turn() -> Iterator[None]:
+    """Held by a module that starts a Ray cluster, for the whole module. `make test` runs the
+    suite in pytest-xdist workers, and two local Ray clusters on one machine collide on Ray's
+    fixed default ports (the dashboard agent's, among others), so the workers take turns: a
+    lock file shared by every worker of every run on this machine."""
+    with open(Path(tempfile.gettempdir()) / "brandforge-tests-ray.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

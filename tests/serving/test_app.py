@@ -39,6 +39,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(
+    ray_turn,
     served_registry,
     tmp_path_factory,
     tiny_sd_dir,

@@ -76,7 +76,7 @@ def _wait_for_start(proc: subprocess.Popen[bytes], log: Path, banner: str) -> No
 
 @pytest.mark.e2e
 def test_serve_answers_https_on_loopback_and_sigterm_ends_every_ray_process(
-    tmp_path: Path,
+    ray_turn: None, tmp_path: Path
 ) -> None:
     certificate = make_server_certificate(tmp_path / "tls")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "BRANDFORGE_"))}
