@@ -25,7 +25,7 @@ from registry import core
 from registry.core import client, promote
 from tests.registry.test_registry import Project
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
 _RUNNING: dict = {}  # the module's server: its config and port, for the restart test
 BODY = {"brand": "acme", "prompt": "acme banner", "n": 2, "width": 32, "height": 32, "steps": 3}

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from tests.serving.certificates import make_server_certificate, write_other_key
 
+pytestmark = pytest.mark.ray  # `make test` runs these after the rest, alone (Makefile)
+
 START_TIMEOUT_S = 180  # Ray, Serve and four deployments on two busy cores
 
 
