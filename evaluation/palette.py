@@ -220,11 +220,22 @@ def largest_off_palette_color(
         return None
     # The densest coarse Lab bin seeds the colour; then count everything within tolerance of
     # its mean, so a colour sitting on a bin boundary is not split in two.
-    bins = np.floor(off / 6.0).astype(np.int64)
-    _, inverse, counts = np.unique(bins, axis=0, return_inverse=True, return_counts=True)
-    seed = off[inverse.reshape(-1) == counts.argmax()].mean(axis=0)
+    seed = off[_densest_bin(np.floor(off / 6.0).astype(np.int64))].mean(axis=0)
     share = float((ciede2000(off, seed[None, :]) <= tolerance).sum() / pixels.shape[0])
     return OffPaletteColor(share=share, rgb=lab_to_srgb(seed))
+
+
+def _densest_bin(bins: np.ndarray) -> np.ndarray:
+    """Which rows of `bins` (n x 3 integers) fall in the most populated bin; a tie goes to the
+    smallest bin in lexicographic order. Each bin is one mixed-radix integer, which keeps that
+    order, so a 1-D `np.unique` does what `np.unique(bins, axis=0)` did at a fraction of the
+    cost (it sorts n numbers instead of n rows)."""
+    low = bins.min(axis=0)
+    span = bins.max(axis=0) - low + 1
+    shifted = bins - low
+    keys = (shifted[:, 0] * span[1] + shifted[:, 1]) * span[2] + shifted[:, 2]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return np.asarray(inverse.reshape(-1) == counts.argmax())
 
 
 # sRGB units (0..255) from the straight line between two brand colours that still count as a
