@@ -111,19 +111,9 @@ def _api_settings(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test of the shared `api` services reads the registry and settings they were built on,
     whatever a module run before it in this process left in the settings cache (with
     `make test`'s workers, any module may come between two of this package's)."""
-    if not {"api", "loopback"} & set(request.fixturenames):
-        yield
-        return
-    from brandforge.settings import get_settings
-
-    registry = request.getfixturevalue("served_registry")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in registry.env.items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        mlflow.set_tracking_uri(registry.tracking_uri)
-        yield
-    get_settings.cache_clear()
+    if {"api", "loopback"} & set(request.fixturenames):
+        request.getfixturevalue("registry_env")  # tests/serving/conftest.py
+    yield
 
 
 @contextmanager
