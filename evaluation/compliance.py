@@ -19,9 +19,11 @@ from evaluation.palette import (
     hex_to_rgb,
     largest_off_palette_color,
     palette_balance_distance,
+    palette_distances,
     palette_report,
     rgb_to_hex,
     subsample,
+    subsample_step,
 )
 from evaluation.quality import DEFAULT_QUALITY_FLOORS, QualityFloors, quality_metrics
 
@@ -35,6 +37,9 @@ DEFAULT_MAX_OFF_PALETTE_SHARE = 0.15
 DEFAULT_MAX_PALETTE_BALANCE_DISTANCE = 0.45
 # Forbidden colours are forbidden: half a percent of the image (a small badge) already counts.
 DEFAULT_MAX_FORBIDDEN_SHARE = 0.005
+
+# Pixels the palette rules look at: every pixel up to 512 x 512, a regular subsample above.
+_PALETTE_SAMPLE = 262_144
 
 # Weights of the score's components; components that do not apply are left out and the rest
 # renormalised (a brand without a logo is not scored on logos).
@@ -167,8 +172,10 @@ def compliance_report(
     # Palette: adherence, the largest non-brand colour, balance, forbidden colours.
     palette = [c.rgb for c in kit.palette]
     tolerance = kit.color_tolerance
-    small = subsample(image, 262_144)
-    report = palette_report(small, palette, tolerance)
+    # One distance per sampled pixel and brand colour, shared by the palette rules below.
+    small = subsample(image, _PALETTE_SAMPLE)
+    near = palette_distances(small, palette, subsample_step(image.shape, _PALETTE_SAMPLE))
+    report = palette_report(small, palette, tolerance, distances=near)
     metrics["palette_adherence"] = _round(report.adherence)
     metrics["palette_distance"] = {
         "mean": _round(report.mean_distance),
@@ -191,7 +198,7 @@ def compliance_report(
             )
         )
 
-    off = largest_off_palette_color(image, palette, tolerance)
+    off = largest_off_palette_color(image, palette, tolerance, distances=near)
     off_share = off.share if off else 0.0
     metrics["off_palette"] = {
         "share": _round(off_share),
@@ -226,7 +233,8 @@ def compliance_report(
                 )
             )
 
-    forbidden = color_area(small, [hex_to_rgb(h) for h in kit.forbidden_colors], tolerance)
+    forbidden_rgb = [hex_to_rgb(h) for h in kit.forbidden_colors]
+    forbidden = color_area(small, forbidden_rgb, tolerance, lab=near.lab)
     metrics["forbidden_share"] = _round(forbidden)
     if kit.forbidden_colors:
         components["forbidden"] = 1.0 - min(1.0, forbidden / (10 * limits.max_forbidden_share))

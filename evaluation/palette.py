@@ -20,9 +20,17 @@ def hex_to_rgb(value: str) -> RGB:
     return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
 
 
+# Linear light of every 8-bit sRGB value: images are uint8, so a table lookup replaces the
+# transfer function's power per pixel (the same numbers: the table is that function's output).
+_LINEAR_OF_BYTE = srgb_to_linear(np.arange(256))
+_LINEAR_OF_BYTE.setflags(write=False)
+
+
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """CIELAB (D65) of sRGB values in 0..255; any leading shape, last axis of size 3."""
-    xyz = srgb_to_linear(rgb) @ SRGB_TO_XYZ.T / WHITE_D65
+    rgb = np.asarray(rgb)
+    linear = _LINEAR_OF_BYTE[rgb] if rgb.dtype == np.uint8 else srgb_to_linear(rgb)
+    xyz = linear @ SRGB_TO_XYZ.T / WHITE_D65
     eps, kappa = 216 / 24389, 24389 / 27
     f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116)
     lab = np.empty_like(f)
@@ -83,17 +91,48 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class PaletteDistances:
+    """The pixels of one (sub)sampled image in CIELAB with their CIEDE2000 distance to the
+    nearest palette colour and that colour's index, each of shape (h, w). Computed once by
+    `palette_distances` and read by every palette rule of a compliance report, so the
+    costliest step (a distance per pixel and brand colour) is not repeated per rule. `step`
+    is the subsampling step that produced them from the full image (1: every pixel)."""
+
+    rgb: np.ndarray  # uint8 (h, w, 3)
+    lab: np.ndarray  # (h, w, 3)
+    distance: np.ndarray
+    nearest: np.ndarray
+    step: int = 1
+
+    def every(self, k: int) -> PaletteDistances:
+        """The same values at every k-th row and column (a coarser subsample of the image)."""
+        if k == 1:
+            return self
+        cut = (slice(None, None, k), slice(None, None, k))
+        return PaletteDistances(
+            self.rgb[cut], self.lab[cut], self.distance[cut], self.nearest[cut], self.step * k
+        )
+
+
+def palette_distances(image: np.ndarray, palette: Sequence[RGB], step: int = 1) -> PaletteDistances:
+    """Lab values and nearest-palette distances of every pixel of `image` (already subsampled
+    by `step`, which is recorded for `sample_of`)."""
+    if len(palette) == 0:
+        raise ValueError("palette is empty")
+    rgb = np.asarray(image)[..., :3]
+    lab = srgb_to_lab(rgb)
+    refs = srgb_to_lab(np.asarray(palette, dtype=np.float64))
+    dist = ciede2000(lab[..., None, :], refs)  # (h, w, colours)
+    return PaletteDistances(rgb, lab, dist.min(axis=-1), dist.argmin(axis=-1), step)
+
+
 def nearest_palette_distance(
     image: np.ndarray, palette: Sequence[RGB]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel: CIEDE2000 distance to the nearest palette colour, and that colour's index."""
-    if len(palette) == 0:
-        raise ValueError("palette is empty")
-    pixels = srgb_to_lab(np.asarray(image)[..., :3].reshape(-1, 3))
-    refs = srgb_to_lab(np.asarray(palette, dtype=np.float64))
-    dist = ciede2000(pixels[:, None, :], refs[None, :, :])  # (pixels, colours)
-    shape = np.asarray(image).shape[:2]
-    return dist.min(axis=1).reshape(shape), dist.argmin(axis=1).reshape(shape)
+    found = palette_distances(image, palette)
+    return found.distance, found.nearest
 
 
 def palette_adherence(image: np.ndarray, palette: Sequence[RGB], tolerance: float) -> float:
@@ -111,9 +150,17 @@ class PaletteReport:
     shares: tuple[float, ...]  # per palette colour, share of pixels within tolerance of it
 
 
-def palette_report(image: np.ndarray, palette: Sequence[RGB], tolerance: float) -> PaletteReport:
-    """Adherence plus the distance distribution and the per-colour shares."""
-    dist, nearest = nearest_palette_distance(image, palette)
+def palette_report(
+    image: np.ndarray,
+    palette: Sequence[RGB],
+    tolerance: float,
+    *,
+    distances: PaletteDistances | None = None,
+) -> PaletteReport:
+    """Adherence plus the distance distribution and the per-colour shares; `distances`, when
+    given, are `palette_distances(image, palette)` already computed."""
+    found = distances if distances is not None else palette_distances(image, palette)
+    dist, nearest = found.distance, found.nearest
     within = dist <= tolerance
     shares = tuple(float((within & (nearest == i)).mean()) for i in range(len(palette)))
     return PaletteReport(
@@ -125,12 +172,28 @@ def palette_report(image: np.ndarray, palette: Sequence[RGB], tolerance: float) 
     )
 
 
+def subsample_step(shape: Sequence[int], max_pixels: int) -> int:
+    """The row and column step `subsample` takes for an image of `shape` (h, w, ...)."""
+    h, w = shape[0], shape[1]
+    return max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+
+
 def subsample(image: np.ndarray, max_pixels: int) -> np.ndarray:
     """Every k-th row and column so at most ~max_pixels remain; never invents blended colours."""
     arr = np.asarray(image)[..., :3]
-    h, w = arr.shape[:2]
-    step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    step = subsample_step(arr.shape, max_pixels)
     return arr[::step, ::step]
+
+
+def sample_of(
+    image: np.ndarray, palette: Sequence[RGB], max_pixels: int, known: PaletteDistances | None
+) -> PaletteDistances:
+    """`palette_distances` of `subsample(image, max_pixels)`, read from `known` (distances of a
+    finer subsample of the same image) when that sample contains this one, else computed."""
+    step = subsample_step(np.asarray(image).shape, max_pixels)
+    if known is not None and step % known.step == 0:
+        return known.every(step // known.step)
+    return palette_distances(subsample(image, max_pixels), palette, step)
 
 
 def _sample_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -138,12 +201,18 @@ def _sample_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 def color_area(
-    image: np.ndarray, colors: Sequence[RGB], tolerance: float, *, max_pixels: int = 262_144
+    image: np.ndarray,
+    colors: Sequence[RGB],
+    tolerance: float,
+    *,
+    max_pixels: int = 262_144,
+    lab: np.ndarray | None = None,
 ) -> float:
-    """Share of pixels within `tolerance` (CIEDE2000) of any of `colors` (e.g. forbidden ones)."""
+    """Share of pixels within `tolerance` (CIEDE2000) of any of `colors` (e.g. forbidden ones).
+    `lab`, when given, is the CIELAB of `subsample(image, max_pixels)` already computed."""
     if len(colors) == 0:
         return 0.0
-    pixels = srgb_to_lab(_sample_pixels(image, max_pixels))
+    pixels = srgb_to_lab(_sample_pixels(image, max_pixels)) if lab is None else lab.reshape(-1, 3)
     refs = srgb_to_lab(np.asarray(colors, dtype=np.float64))
     dist = ciede2000(pixels[:, None, :], refs[None, :, :]).min(axis=1)
     return float((dist <= tolerance).mean())
@@ -199,18 +268,24 @@ def _blend_distance(rgb: np.ndarray, palette: Sequence[RGB]) -> np.ndarray:
 
 
 def largest_off_palette_color(
-    image: np.ndarray, palette: Sequence[RGB], tolerance: float, *, max_pixels: int = 65_536
+    image: np.ndarray,
+    palette: Sequence[RGB],
+    tolerance: float,
+    *,
+    max_pixels: int = 65_536,
+    distances: PaletteDistances | None = None,
 ) -> OffPaletteColor | None:
     """The most prominent colour that is not the brand's, and how much of the image it covers.
 
     Catches a swapped brand colour (purple where teal belongs) that still leaves adherence high
     enough. Blends between two brand colours (gradients, anti-aliased edges, transparency) are
-    not counted: they are the brand's colours mixed, not a new one.
+    not counted: they are the brand's colours mixed, not a new one. `distances` of a finer
+    sample of the image (the palette report's) are reused when they cover this one's pixels.
     """
-    rgb = _sample_pixels(image, max_pixels).astype(np.float64)
-    pixels = srgb_to_lab(rgb)
-    refs = srgb_to_lab(np.asarray(palette, dtype=np.float64))
-    off_mask = ciede2000(pixels[:, None, :], refs[None, :, :]).min(axis=1) > tolerance
+    sample = sample_of(image, palette, max_pixels, distances)
+    rgb = sample.rgb.reshape(-1, 3).astype(np.float64)
+    pixels = sample.lab.reshape(-1, 3)
+    off_mask = sample.distance.reshape(-1) > tolerance
     if len(palette) > 1 and off_mask.any():
         off_idx = np.flatnonzero(off_mask)
         blends = _blend_distance(rgb[off_idx], palette) <= _BLEND_RADIUS
