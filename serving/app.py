@@ -54,6 +54,17 @@ def _replica_setup(config: ServeConfig) -> Any:
 # Generator
 
 
+def draw_threads(threads: int) -> int:
+    """Set how many threads torch draws with in this process (0: one per core) and return it.
+    Ray starts an actor that reserves no CPU with OMP_NUM_THREADS=1, which would leave the
+    generator drawing on one core of many."""
+    import torch
+
+    count = threads or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    return count
+
+
 def generator_deployment(config: ServeConfig) -> Any:
     """The generator deployment class, with the multiplexing, batching and queue sizes
     configured. Each replica's own queue (`serving.scheduler`) bounds, orders and drops the
@@ -72,6 +83,7 @@ def generator_deployment(config: ServeConfig) -> Any:
 
             os.environ.update(dict(config.env))
             install_log_redaction()
+            draw_threads(config.generator_threads)
             self.engine = Engine()
             self.queue = Scheduler(
                 lambda jobs, stop, between: self.engine.render(

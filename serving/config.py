@@ -13,7 +13,10 @@ class ServeConfig:
     dev: bool = False  # no API key needed (refused unless asked for)
     max_adapters: int = 4  # resident adapters per generator replica (LRU)
     max_batch_size: int = 4
-    batch_wait_s: float = 0.05
+    batch_wait_s: float = 0.5  # at most; see serving.scheduler.fill_plan
+    # Threads torch draws with in each generator replica; 0: one per core of its machine. Ray
+    # would otherwise leave a replica without a CPU reservation at one thread (OMP_NUM_THREADS).
+    generator_threads: int = 0
     generator_replicas: int = 1
     default_steps: int = 20
     default_guidance: float = 2.0

@@ -24,6 +24,11 @@ replica, so each replica keeps its own queue, worked by one thread:
   HTTP client disconnected and Ray cancelled the call, or the ingress gave up at the
   deadline), is dropped when its turn comes instead of being drawn; a batch in progress stops
   at the next denoising step when every image in it is gone (`Engine.render(should_stop=)`).
+- **Batching without a toll on lone requests.** A new batch waits for as many images as the
+  last batch served (`fill_plan`), for at most a quarter of that batch's drawing time: its
+  clients come back as they read their answers, but one request at a time starts at once (a
+  fixed 50 ms wait for a full batch cost every lone request 10 % of a 32 px image, and at 16
+  clients it started batches before the clients were back).
 - **Campaign work** (`background`) has no deadline and no bound (a campaign worker claims a
   few items at a time); it is drawn only while no live image waits, and it batches with live
   images of the same settings.
@@ -156,6 +161,25 @@ def batch_limit(job: ImageJob, max_batch_size: int) -> int:
     return max(1, min(max_batch_size, max_batch_size * job.native**2 // (job.width * job.height)))
 
 
+# A new batch waits for company at most this share of the last batch's drawing time: what
+# waiting can cost stays small beside what a fuller batch saves.
+FILL_WAIT_SHARE = 0.25
+
+
+def fill_plan(
+    last_load: int, last_batch_s: float, *, max_batch_size: int, batch_wait_s: float
+) -> tuple[int, float]:
+    """How many images a new batch waits for before it starts, and for how long at most.
+
+    `last_load` is how many images the last batch drew plus those that queued while it drew:
+    the traffic it served, most of which comes back as its clients read their answers. The
+    batch waits for that many (at most a full batch), for at most `batch_wait_s` and
+    `FILL_WAIT_SHARE` of the last batch's drawing time. One request at a time has a load of
+    one and starts at once, instead of paying the wait every time."""
+    target = max(1, min(last_load, max_batch_size))
+    return target, min(batch_wait_s, FILL_WAIT_SHARE * max(last_batch_s, 0.0))
+
+
 def refusal(
     *, waiting: int, waiting_of_key: int, images: int, max_queued: int, max_per_key: int
 ) -> str | None:
@@ -277,6 +301,10 @@ class Scheduler:
         self._queue: FairQueue[_Entry] = FairQueue()
         self._cond = threading.Condition()
         self._drawing_live = 0
+        # The last batch the queue's thread drew: its images plus those queued meanwhile,
+        # and its seconds (`fill_plan`).
+        self._last_load = 1
+        self._last_batch_s = 0.0
         self._seconds_per_image = 0.0
         self._counts = dict.fromkeys(
             ("drawn", "drawn_aside", "dropped_gone", "dropped_expired", "interrupted", "rejected"),
@@ -348,11 +376,14 @@ class Scheduler:
     def _next_batch(self) -> list[_Entry]:
         with self._cond:
             self._cond.wait_for(lambda: len(self._queue) > 0)
-            if self._batch_wait_s and len(self._queue) < self._max_batch:
-                # Like @serve.batch: give a batch a moment to fill.
-                self._cond.wait_for(
-                    lambda: len(self._queue) >= self._max_batch, timeout=self._batch_wait_s
-                )
+            target, wait_s = fill_plan(
+                self._last_load,
+                self._last_batch_s,
+                max_batch_size=self._max_batch,
+                batch_wait_s=self._batch_wait_s,
+            )
+            if wait_s > 0 and len(self._queue) < target:
+                self._cond.wait_for(lambda: len(self._queue) >= target, timeout=wait_s)
             now = time.time()
             batch, dropped = self._queue.take(
                 self._limit, same=lambda e: e.job.batch_key(), dropped=lambda e: e.dropped(now)
@@ -415,6 +446,10 @@ class Scheduler:
             for entry in batch:
                 _settle(entry, error=err)
         else:
+            if not aside:
+                with self._cond:
+                    self._last_load = len(batch) + len(self._queue)
+                    self._last_batch_s = time.perf_counter() - started
             per_image = (time.perf_counter() - started) / len(batch)
             # a moving average: Retry-After follows the recent pace of drawing
             last = self._seconds_per_image or per_image

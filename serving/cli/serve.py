@@ -111,11 +111,25 @@ def serve_command(
         int, typer.Option("--max-batch-size", min=1, help="Images per generator batch, at most.")
     ] = 4,
     batch_wait_ms: Annotated[
-        float, typer.Option("--batch-wait-ms", min=0, help="How long a batch waits to fill.")
-    ] = 50.0,
+        float,
+        typer.Option(
+            "--batch-wait-ms",
+            min=0,
+            help="How long a batch may wait to fill up to the last batch's size (a request "
+            "arriving alone, after a batch of one, never waits).",
+        ),
+    ] = 500.0,
     replicas: Annotated[
         int, typer.Option("--replicas", min=1, help="Generator replicas (one base model each).")
     ] = 1,
+    generator_threads: Annotated[
+        int,
+        typer.Option(
+            "--generator-threads",
+            min=0,
+            help="Threads each generator replica draws with (0: one per core of its machine).",
+        ),
+    ] = 0,
     params: Annotated[
         str,
         typer.Option(
@@ -188,6 +202,7 @@ def serve_command(
         max_batch_size=max_batch_size,
         batch_wait_s=batch_wait_ms / 1000,
         generator_replicas=replicas,
+        generator_threads=generator_threads,
         campaign_workers=campaign_workers,
         campaign_claim=campaign_batch,
         max_queued_images=queue_images,

@@ -19,6 +19,7 @@ from serving.scheduler import (
     Ticket,
     batch_limit,
     deadline_budget_s,
+    fill_plan,
     refusal,
     retry_after_s,
     within,
@@ -114,13 +115,15 @@ def test_the_deadline_header_is_bounded_and_named_in_errors():
 class _Recorder:
     """A `draw` that keeps what it was asked to draw, optionally waiting on a gate."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.drawn: list[tuple[str, int]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.seconds = seconds  # how long each batch takes to draw
 
     def __call__(self, jobs: list[ImageJob], should_stop, between_steps) -> list[Rendered]:
         self.gate.wait(10)
+        time.sleep(self.seconds)
         self.drawn.extend((j.client, j.seed) for j in jobs)
         return [Rendered(np.zeros((1, 1, 3), np.uint8), j.seed, len(jobs), 0.0) for j in jobs]
 
@@ -171,6 +174,32 @@ def test_each_image_carries_back_how_long_it_waited_in_the_queue():
     first, waiting = asyncio.run(scenario())
     assert 0.0 <= first[0].queued_s < waiting[0].queued_s
     assert waiting[0].queued_s >= 0.2  # queued before the held batch was let go
+
+
+def test_a_batch_waits_for_as_many_images_as_the_last_one_served_and_a_lone_one_never_waits():
+    plan = [fill_plan(n, 2.0, max_batch_size=4, batch_wait_s=1.0) for n in (0, 1, 3, 9)]
+    assert plan == [(1, 0.5), (1, 0.5), (3, 0.5), (4, 0.5)]  # a quarter of the last batch
+    assert fill_plan(3, 8.0, max_batch_size=4, batch_wait_s=1.0) == (3, 1.0)  # the cap
+    draw = _Recorder(seconds=1.0)
+    queue = Scheduler(draw, max_batch_size=4, batch_wait_s=0.5)
+
+    async def scenario() -> tuple[float, float, list[Rendered]]:
+        started = time.perf_counter()
+        await queue.submit([_job("a", 0)])  # idle, a load of one before: drawn at once
+        lone = time.perf_counter() - started
+        await queue.submit([_job("a", s) for s in (1, 2, 3)])  # a batch of three, 1 s
+        started = time.perf_counter()
+        first = asyncio.create_task(queue.submit([_job("a", 4)]))
+        await asyncio.sleep(0.1)  # a second image comes while the first waits for company
+        second = asyncio.create_task(queue.submit([_job("b", 5)]))
+        together = [*(await first), *(await second)]
+        return lone, time.perf_counter() - started, together
+
+    lone, waited, together = asyncio.run(scenario())
+    assert lone < 1.2  # drawing only: no batch wait for a request that came alone
+    assert draw.drawn == [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 5)]
+    assert [r.batch_size for r in together] == [2, 2]  # they waited for each other
+    assert waited >= 1.2  # a quarter of the last batch's second waiting for a third, then 1 s
 
 
 def test_within_answers_at_the_deadline_and_cancels_the_work():
