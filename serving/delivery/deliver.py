@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -266,10 +269,13 @@ class Delivery:
         *,
         fmt: str,
         drawing: Drawing,
-        compliance: dict[str, Any],
+        compliance: dict[str, Any] | Callable[[], dict[str, Any]],
         settings: dict[str, Any] | None = None,
     ) -> Delivered:
-        """Mark, encode and store `picture` as one `fmt` file; its row waits for `commit`."""
+        """Mark, encode and store `picture` as one `fmt` file; its row waits for `commit`.
+        `compliance` may be a call that waits for a scoring still running: it is made only
+        once the file is stored, so the scoring runs beside the encoding; if it fails, the
+        file is deleted."""
         if self._kept:
             raise RuntimeError("this delivery is committed: start a new Delivery for more files")
         origin = self.origin
@@ -292,6 +298,12 @@ class Delivery:
         key = asset_key(origin.brand, asset_id, EXTENSIONS[fmt])
         key_id = self.store.put(key, data)
         self.seconds["store"] += time.perf_counter() - encoded
+        if callable(compliance):
+            try:
+                compliance = compliance()
+            except BaseException:
+                self.store.delete(key)
+                raise
         done = Delivered(asset_id, key, fmt, drawing.seed, compliance, self.status, manifest)
         self.delivered.append(done)
         first = picture.frames[0] if isinstance(picture, Motion) else picture
@@ -384,18 +396,36 @@ def deliver_live(
     seconds: dict[str, float] | None = None,
 ) -> list[Delivered]:
     """Deliver the pictures of one live generate request as `fmt` files, each scored against
-    `kit` (None: the version has none): all files and rows are kept, or none is. `seconds`,
-    when given, receives the time spent per stage: `score`, `encode` and `store`."""
-    scoring = 0.0
-    with Delivery(
-        store=store, origin=origin, request_id=request_id, retention_days=retention_days
-    ) as delivery:
-        for image, drawing in pictures:
-            started = time.perf_counter()
-            compliance = score_image(image, kit)
-            scoring += time.perf_counter() - started
-            delivery.add(image, fmt=fmt, drawing=drawing, compliance=compliance)
-        delivery.commit(sessions)
+    `kit` (None: the version has none): all files and rows are kept, or none is. Each picture
+    is scored on the shared scoring threads while this one marks, encodes and stores it (both
+    are mostly numpy and codec work outside the GIL). `seconds`, when given, receives the time
+    spent per stage: `score` (summed over the pictures' scorings), `encode` and `store`."""
+    scoring = [_SCORING.submit(_timed_score, image, kit) for image, _ in pictures]
+    try:
+        with Delivery(
+            store=store, origin=origin, request_id=request_id, retention_days=retention_days
+        ) as delivery:
+            for (image, drawing), scored in zip(pictures, scoring, strict=True):
+                report = partial(_report, scored)
+                delivery.add(image, fmt=fmt, drawing=drawing, compliance=report)
+            delivery.commit(sessions)
+    finally:
+        for scored in scoring:
+            scored.cancel()  # those not started when a delivery failed
     if seconds is not None:
-        seconds.update(score=scoring, **delivery.seconds)
+        done = [f.result()[1] for f in scoring if f.done() and not f.cancelled()]
+        seconds.update(score=sum(done), **delivery.seconds)
     return list(delivery.delivered)
+
+
+# Compliance scoring of live deliveries runs here, beside the request's encoding and storing.
+_SCORING = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="score")
+
+
+def _timed_score(image: Image.Image, kit: Any) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    return score_image(image, kit), time.perf_counter() - started
+
+
+def _report(scored: Future[tuple[dict[str, Any], float]]) -> dict[str, Any]:
+    return scored.result()[0]

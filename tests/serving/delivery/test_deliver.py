@@ -226,3 +226,39 @@ def test_a_refused_commit_rolls_the_rows_back_and_deletes_the_files(sessions, st
         assert kept.commit(sessions) is True
         kept.add(image, fmt="png", drawing=drawing(), compliance={})
     assert len(stored_files(store)) == 1  # the committed file stays
+
+
+def test_a_scoring_that_fails_after_its_file_is_stored_leaves_no_file_and_no_row(sessions, store):
+    """Scoring runs beside encoding and storing; its failure is seen only once the file is in
+    the store, and the file goes with it (and the one stored before it)."""
+    image = natural_image(64, 64)
+
+    def broken() -> dict:
+        assert len(stored_files(store)) == 2  # called once this picture's file is stored
+        raise RuntimeError("the scorer failed")
+
+    with pytest.raises(RuntimeError, match="the scorer failed"):
+        with Delivery(store=store, origin=ORIGIN, request_id="req-6") as delivery:
+            delivery.add(image, fmt="png", drawing=drawing(), compliance=lambda: {"score": 1})
+            delivery.add(image, fmt="png", drawing=drawing(8), compliance=broken)
+    assert stored_files(store) == [] and rows(sessions) == []
+
+
+def test_a_live_delivery_of_several_images_scores_each_against_the_kit(sessions, store):
+    kit = load_brand_kit(KIT)
+    pictures = [(natural_image(96, 96), drawing(s)) for s in (1, 2, 3)]
+    seconds: dict[str, float] = {}
+    done = deliver_live(
+        pictures,
+        fmt="jpeg",
+        kit=kit,
+        origin=ORIGIN,
+        request_id="req-7",
+        store=store,
+        sessions=sessions,
+        seconds=seconds,
+    )
+    assert [d.seed for d in done] == [1, 2, 3]
+    assert [d.compliance for d in done] == [score_image(image, kit) for image, _ in pictures]
+    assert {r.id: r.compliance for r in rows(sessions)} == {d.asset_id: d.compliance for d in done}
+    assert seconds["score"] > 0 and len(stored_files(store)) == 3
