@@ -99,3 +99,46 @@ def champion_baseline(session: Session, rollout: Rollout) -> list[Any]:
             .limit(max(rollout.min_requests, BASELINE_REQUESTS))
         ).all()
     )
+
+
+# How far back `GET /v1/models` looks for each version's share of images passing the kit.
+PASS_RATE_WINDOW_DAYS = 7
+
+
+def kit_pass_rates(
+    session: Session, brand: str, *, since: datetime | None = None
+) -> dict[str, dict[str, Any]]:
+    """`{version: {"images", "passed", "pass_rate"}}` of the brand's live traffic since `since`
+    (default: the last `PASS_RATE_WINDOW_DAYS` days): images scored against the brand kit and
+    how many passed it. Requests that failed, and versions without a kit (nothing scored), are
+    not counted."""
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    since = since or utcnow() - timedelta(days=PASS_RATE_WINDOW_DAYS)
+    query = (
+        select(
+            RequestLog.model_version,
+            func.sum(RequestLog.images),
+            func.sum(RequestLog.compliance_failed),
+        )
+        .where(
+            RequestLog.brand == brand,
+            RequestLog.at >= since,
+            RequestLog.ok.is_(True),
+            RequestLog.compliance_mean.is_not(None),
+        )
+        .group_by(RequestLog.model_version)
+    )
+    rates = {}
+    for version, images, failed in session.execute(query):
+        scored, failed = int(images or 0), int(failed or 0)
+        if scored > 0:
+            passed = max(scored - failed, 0)
+            rates[version] = {
+                "images": scored,
+                "passed": passed,
+                "pass_rate": round(passed / scored, 4),
+            }
+    return dict(sorted(rates.items()))

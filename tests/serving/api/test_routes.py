@@ -121,6 +121,24 @@ def test_models_lists_only_the_keys_brands(api):
     assert "bases" not in {m["brand"] for m in every}
 
 
+def test_models_report_each_versions_share_of_images_passing_the_kit(api):
+    def acme() -> dict:
+        models = api.client.get("/v1/models", headers=api.auth("app")).json()["models"]
+        (mine,) = models
+        return mine["brand_kit"].get(mine["champion"], {"images": 0, "passed": 0})
+
+    before = acme()
+    r = api.client.post("/v1/generate", json={**GEN, "n": 3}, headers=api.auth("app"))
+    assert r.status_code == 200, r.text
+    passed = sum(bool(i["compliance"]["passed"]) for i in r.json()["images"])
+    after = acme()
+    assert after["images"] - before["images"] == 3
+    assert after["passed"] - before["passed"] == passed
+    assert after["pass_rate"] == round(after["passed"] / after["images"], 4)
+    others = api.client.get("/v1/models", headers=api.auth("initech-app")).json()["models"]
+    assert [m["brand"] for m in others] == ["initech"]  # no acme figures for initech's key
+
+
 def test_metrics_show_only_the_keys_brands(api):
     for key in ("app", "initech-app"):
         assert (
