@@ -41,6 +41,12 @@ def format_summary(
                 f"  A/B:       {name} {c['champion']} ({evaluation['champion']}) -> "
                 f"{c['challenger']} (adapter), delta {c['delta']} [95% CI {lo}..{hi}]"
             )
+        kit = evaluation["ab"].get("passed")
+        if kit is not None:
+            lines.append(
+                f"  brand kit: {kit['champion']:.0%} ({evaluation['champion']}) -> "
+                f"{kit['challenger']:.0%} (adapter) of {kit['n']} eval images pass it"
+            )
         lines.append(f"  gate:      {gate['decision'].upper()}: {'; '.join(gate['reasons'])}")
         lines.append("             reports/eval/ (side-by-side grid, compliance, drift reports)")
     if registered and evaluation and evaluation.get("challenger") == metrics.get("model_uri"):

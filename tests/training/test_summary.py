@@ -24,3 +24,10 @@ def test_the_summary_names_the_registered_version():
     registered = {"registered_model": "brandforge-acme", "version": "3", "alias": None}
     text = format_summary(TRAIN, evaluation=EVAL, registered=registered)
     assert "registry:  brandforge-acme v3 (no alias: rejected by its gates)" in text
+
+
+def test_the_summary_shows_the_share_of_eval_images_passing_the_brand_kit():
+    passed = {**AB, "champion": 0.0, "challenger": 0.4375, "n": 48}
+    text = format_summary(TRAIN, evaluation={**EVAL, "ab": {**EVAL["ab"], "passed": passed}})
+    assert "brand kit: 0% (brandforge-acme v3) -> 44% (adapter) of 48 eval images pass it" in text
+    assert "brand kit:" not in format_summary(TRAIN, evaluation=EVAL)  # older eval.json
