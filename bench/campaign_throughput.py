@@ -6,7 +6,8 @@ draws --batch items per round) and once without (batch size 1, one item per roun
 same campaign (variables x ratios x variants, composed with the headline and CTA, PNG) and times
 it from submission to the last item. Prints items per minute for both and the speed-up, and the
 p50 latency of live `POST /v1/generate` requests (one at a time) before the campaign and while it
-runs: campaign work only joins the generator's batches while no live request waits.
+runs: campaign work only joins the generator's batches while no live request waits. And the
+share of items that passed the brand kit (delivered) against those held for review.
 
 Needs a registered brand with a champion in the tracking store (`MLFLOW_TRACKING_URI`, default
 `sqlite:///mlflow.db`). After `make demo`:
@@ -139,6 +140,15 @@ def _wait(url: str, headers: dict, campaign_id: str) -> dict:
         time.sleep(0.1)
 
 
+def kit_line(counts: dict[str, int]) -> str:
+    """Delivered against held for review: the share of campaign items that passed the kit
+    (an item goes to review when its asset fails the brand kit, or when asked)."""
+    done, review = counts.get("done", 0), counts.get("review", 0)
+    finished = done + review
+    share = f"{done / finished:.0%}" if finished else "n/a"
+    return f"passed the brand kit: {done} delivered, {review} held for review ({share} passed)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--brand", default="acme")
@@ -162,6 +172,7 @@ def main() -> None:
             f"{label:13s} (batch {batch}): {items} items in {seconds:6.1f} s = "
             f"{results[label]:6.1f} items/min  {state['counts']}"
         )
+        print(f"{'':13s} {kit_line(state['counts'])}")
         if state["live_p50_idle_ms"] is not None:
             print(
                 f"{'':13s} live /v1/generate p50: {state['live_p50_idle_ms']:.0f} ms idle, "
