@@ -115,7 +115,7 @@ class EngineSide:
 
 
 @contextmanager
-def server_side(body: dict[str, Any], threads: int) -> Iterator[str]:
+def server_side(body: dict[str, Any], threads: int, ingresses: int) -> Iterator[str]:
     """A local Ray Serve app on a free port, warmed up; yields its generate URL."""
     import requests as http
 
@@ -139,6 +139,7 @@ def server_side(body: dict[str, Any], threads: int) -> Iterator[str]:
             max_batch_size=ENGINE_BATCH,
             max_queued_images_per_key=max(CONCURRENCY),
             generator_threads=threads,
+            ingress_replicas=ingresses,
             env=served_environment(),
         )
         start(config, port=port)
@@ -269,6 +270,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32, help="requests per concurrency level")
     ap.add_argument("--size", type=int, default=32, help="image width and height")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--ingress-replicas", type=int, default=1, help="as `brandforge serve`")
     ap.add_argument(
         "--generator-threads", type=int, default=0, help="as `brandforge serve` (0: one per core)"
     )
@@ -298,7 +300,7 @@ def main() -> None:
         "steps": args.steps,
         "guidance": 2.0,
     }
-    with server_side(body, args.generator_threads) as url:
+    with server_side(body, args.generator_threads, args.ingress_replicas) as url:
         single, batched, server = measure(engine, url, body, args.requests)
     print(
         f"model {model_id}, {args.size}x{args.size} px, {args.steps} steps, {args.requests} "

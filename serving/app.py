@@ -172,7 +172,9 @@ class RayRenderer:
 def ingress_deployment(config: ServeConfig) -> Any:
     """The HTTP ingress: `serving.api.create_api` over this replica's services."""
 
-    @serve.deployment(name="Ingress", max_ongoing_requests=256)
+    @serve.deployment(
+        name="Ingress", num_replicas=config.ingress_replicas, max_ongoing_requests=256
+    )
     @serve.ingress()
     class Ingress:
         def __init__(self, generator: Any, runner: Any = None, judge: Any = None) -> None:

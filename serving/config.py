@@ -18,6 +18,9 @@ class ServeConfig:
     # would otherwise leave a replica without a CPU reservation at one thread (OMP_NUM_THREADS).
     generator_threads: int = 0
     generator_replicas: int = 1
+    # HTTP ingress replicas: each scores, marks, encodes and stores its requests' images in its
+    # own process (its own GIL), so the work between two batches spreads over the cores.
+    ingress_replicas: int = 1
     default_steps: int = 20
     default_guidance: float = 2.0
     max_steps: int = 150  # denoising steps a request may ask for (a 422 names the limit above)

@@ -122,6 +122,15 @@ def serve_command(
     replicas: Annotated[
         int, typer.Option("--replicas", min=1, help="Generator replicas (one base model each).")
     ] = 1,
+    ingress_replicas: Annotated[
+        int,
+        typer.Option(
+            "--ingress-replicas",
+            min=1,
+            help="HTTP ingress replicas: each scores, marks and stores its requests' images in "
+            "its own process.",
+        ),
+    ] = 1,
     generator_threads: Annotated[
         int,
         typer.Option(
@@ -203,6 +212,7 @@ def serve_command(
         batch_wait_s=batch_wait_ms / 1000,
         generator_replicas=replicas,
         generator_threads=generator_threads,
+        ingress_replicas=ingress_replicas,
         campaign_workers=campaign_workers,
         campaign_claim=campaign_batch,
         max_queued_images=queue_images,

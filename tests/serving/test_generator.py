@@ -67,3 +67,20 @@ def test_jobs_are_grouped_by_model_and_settings():
 def test_an_unknown_version_is_model_not_found(registry_env):
     with pytest.raises(ModelNotFound, match="has no version 9"):
         Engine().load_adapter(f"{registry_env.name}/9")
+
+
+def test_a_generator_replica_draws_with_one_thread_per_core_unless_told_otherwise():
+    """Ray starts an actor that reserves no CPU with OMP_NUM_THREADS=1; the generator sets
+    torch's threads itself."""
+    import os
+
+    import torch
+
+    from serving.app import draw_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert draw_threads(1) == 1 and torch.get_num_threads() == 1
+        assert draw_threads(0) == os.cpu_count() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -158,3 +158,20 @@ def test_serve_dev_creates_the_database(cli, serving_db, started, tmp_path) -> N
     served = CliRunner().invoke(cli, ["serve", "--dev", "--params", str(tmp_path / "x.yaml")])
     assert served.exit_code == 0, served.output
     assert started[0]["revision"] == head() and started[0]["config"].dev
+
+
+def test_serve_options_reach_the_config_and_the_deployments(cli, serving_db, started, tmp_path):
+    args = ["serve", "--dev", "--params", str(tmp_path / "x.yaml"), "--ingress-replicas", "2"]
+    args += ["--generator-threads", "3", "--batch-wait-ms", "200", "--max-batch-size", "8"]
+    served = CliRunner().invoke(cli, args)
+    assert served.exit_code == 0, served.output
+    config = started[0]["config"]
+    assert (config.ingress_replicas, config.generator_threads) == (2, 3)
+    assert (config.batch_wait_s, config.max_batch_size) == (0.2, 8)
+
+    from serving.app import generator_deployment, ingress_deployment
+
+    assert ingress_deployment(config).num_replicas == 2
+    assert generator_deployment(config).num_replicas == config.generator_replicas == 1
+    refused = CliRunner().invoke(cli, [*args[:4], "--ingress-replicas", "0"])
+    assert refused.exit_code == 2 and "--ingress-replicas" in refused.output
