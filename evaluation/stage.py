@@ -219,6 +219,32 @@ def per_image_metrics(reports: list[ComplianceReport]) -> dict[str, np.ndarray]:
     }
 
 
+def per_prompt_kit(reports: list[ComplianceReport], groups: list[str]) -> dict[str, Any]:
+    """Per prompt (in order): how many of its images passed the brand kit, their mean palette
+    adherence and mean distance from the kit's intended colour balance (None when the kit
+    states no shares). A pass rate earned by collapsing every image of a prompt to one flat
+    brand colour shows here as a large balance distance; `worst_pass_rate` is the prompt
+    the model serves worst."""
+    rows: dict[str, dict[str, Any]] = {}
+    for prompt in dict.fromkeys(groups):
+        mine = [r for r, g in zip(reports, groups, strict=True) if g == prompt]
+        balances = [
+            r.metrics["palette_balance_distance"]
+            for r in mine
+            if r.metrics.get("palette_balance_distance") is not None
+        ]
+        rows[prompt] = {
+            "images": len(mine),
+            "pass_rate": round(sum(r.passed for r in mine) / len(mine), 4),
+            "palette_adherence": round(
+                float(np.mean([r.metrics.get("palette_adherence", 0.0) for r in mine])), 4
+            ),
+            "balance_distance": round(float(np.mean(balances)), 4) if balances else None,
+        }
+    worst = min((row["pass_rate"] for row in rows.values()), default=None)
+    return {"worst_pass_rate": worst, "prompts": rows}
+
+
 def _diversity(images: list[np.ndarray], groups: list[str], max_distance: int) -> dict[str, Any]:
     from evaluation.diversity import diversity_by_group
 
@@ -362,6 +388,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "gate": decision.to_dict(),
         "ab": ab,
         "diversity": diversity,
+        "per_prompt": {side: per_prompt_kit(reports[side], groups) for side in images},
         "prompt_alignment": {
             side: {k: v for k, v in a.items() if k != "scores"} for side, a in alignment.items()
         },
@@ -386,6 +413,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "ab": metrics["ab"],
         "near_duplicate_rate": {
             side: d["near_duplicate_rate"] for side, d in metrics["diversity"].items()
+        },
+        "worst_prompt_pass_rate": {
+            side: p["worst_pass_rate"] for side, p in metrics["per_prompt"].items()
         },
         "prompt_alignment": {
             side: a.get("mean") for side, a in metrics["prompt_alignment"].items()
@@ -485,6 +515,8 @@ def _log_to_mlflow(
             values[f"eval_{name}_delta_ci_high"] = c["delta_ci95"][1]
         for side, d in metrics["diversity"].items():
             values[f"eval_near_duplicate_rate_{side}"] = d["near_duplicate_rate"]
+        for side, p in metrics["per_prompt"].items():
+            values[f"eval_worst_prompt_pass_rate_{side}"] = p["worst_pass_rate"]
         values["eval_gate_passed"] = float(metrics["gate"]["passed"])
         mlflow.log_metrics(values)
         mlflow.set_tags(

@@ -112,6 +112,13 @@ def test_the_first_evaluation_compares_with_the_base_model(ab):
         for s in range(100, 108)
     }
     assert all(0 <= e["score"] <= 1 for e in entries)
+    # per prompt: the share passing the kit adds up to the A/B's overall share
+    for side in ("champion", "challenger"):
+        per_prompt = first["per_prompt"][side]
+        assert [r["images"] for r in per_prompt["prompts"].values()] == [8] * 6
+        rates = [r["pass_rate"] for r in per_prompt["prompts"].values()]
+        assert sum(rates) / 6 == pytest.approx(first["ab"]["passed"][side], abs=1e-3)
+        assert per_prompt["worst_pass_rate"] == min(rates)
     assert len(ab["first_plot"]) == 48 and set(ab["first_plot"][0]) == {
         "image",
         "prompt",
@@ -137,6 +144,11 @@ def test_an_adapter_trained_on_off_palette_images_is_rejected(ab):
     metrics = json.loads((ab["root"] / stage.METRICS_FILE).read_text())
     assert metrics["gate"] == {k: second["gate"][k] for k in ("passed", "decision", "reasons")}
     assert metrics["ab"]["forbidden_share"] == forbidden
+    assert metrics["worst_prompt_pass_rate"] == {
+        side: second["per_prompt"][side]["worst_pass_rate"] for side in ("champion", "challenger")
+    }
+    summary = json.loads((ab["root"] / stage.REPORT_DIR / "summary.json").read_text())
+    assert summary["per_prompt"] == json.loads(json.dumps(second["per_prompt"]))
 
 
 def test_the_decision_and_the_reports_are_in_the_training_runs(ab):
@@ -181,6 +193,29 @@ def test_fail_on_gate_sets_the_exit_status_and_still_records(ab, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "REJECT" in result.output
     assert json.loads((root / stage.METRICS_FILE).read_text())["gate"]["passed"] is False
+
+
+def test_per_prompt_kit_shows_the_worst_prompt_and_a_collapse_to_one_brand_colour():
+    from evaluation.compliance import ComplianceReport
+
+    def report(passed: bool, adherence: float, balance: float | None) -> ComplianceReport:
+        metrics = {"palette_adherence": adherence, "palette_balance_distance": balance}
+        return ComplianceReport(0.5, passed, [], metrics)
+
+    reports = [
+        report(True, 0.9, 0.1),
+        report(False, 0.5, 0.3),
+        report(True, 1.0, 0.9),  # a flat brand colour: passes, far from the kit's balance
+        report(True, 1.0, 0.9),
+    ]
+    summary = stage.per_prompt_kit(reports, ["a", "a", "b", "b"])
+    assert summary["worst_pass_rate"] == 0.5
+    assert summary["prompts"] == {
+        "a": {"images": 2, "pass_rate": 0.5, "palette_adherence": 0.7, "balance_distance": 0.2},
+        "b": {"images": 2, "pass_rate": 1.0, "palette_adherence": 1.0, "balance_distance": 0.9},
+    }
+    no_shares = stage.per_prompt_kit([report(False, 0.2, None)], ["c"])
+    assert no_shares["prompts"]["c"]["balance_distance"] is None
 
 
 # ---------------------------------------------------------------------------------------------
