@@ -230,6 +230,18 @@ class QualityFloors(_Strict):
     )
     max_palette_balance_distance: float | None = Field(None, ge=0, le=1)
     max_forbidden_share: float | None = Field(None, ge=0, le=1)
+    # Region rules: the worst tile of the image (evaluation/regions.py).
+    max_region_noise: float | None = Field(None, ge=0, description="noise sigma in one tile")
+    max_region_blur_ratio: float | None = Field(
+        None, ge=1, description="a tile's edge width over the median tile's"
+    )
+    max_region_blockiness: float | None = Field(None, ge=0, le=1)
+    max_region_off_palette_share: float | None = Field(
+        None, ge=0, le=1, description="largest single non-brand colour, share of one tile"
+    )
+    max_region_forbidden_share: float | None = Field(
+        None, ge=0, le=1, description="forbidden colours, share of one tile"
+    )
 
 
 class BrandKit(_Strict):

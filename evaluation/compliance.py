@@ -7,17 +7,21 @@ An `error` violation fails the image; a `warning` lowers its score but does not 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from brandforge.brandkit import BrandKit
+from evaluation import regions
 from evaluation.palette import (
-    color_area,
+    PaletteDistances,
     expected_shares,
     hex_to_rgb,
     largest_off_palette_color,
+    near_colors,
+    off_palette_mask,
     palette_balance_distance,
     palette_distances,
     palette_report,
@@ -25,7 +29,14 @@ from evaluation.palette import (
     subsample,
     subsample_step,
 )
-from evaluation.quality import DEFAULT_QUALITY_FLOORS, QualityFloors, quality_metrics
+from evaluation.quality import (
+    ANALYSIS_MAX_SIDE,
+    DEFAULT_QUALITY_FLOORS,
+    QualityFloors,
+    analysis_view,
+    luminance,
+    quality_metrics,
+)
 
 # Palette rules for real marketing images: brand colours dominate, but photography, gradients,
 # anti-aliased edges and text take their share, so half the pixels is the floor, not 90 %.
@@ -37,6 +48,25 @@ DEFAULT_MAX_OFF_PALETTE_SHARE = 0.15
 DEFAULT_MAX_PALETTE_BALANCE_DISTANCE = 0.45
 # Forbidden colours are forbidden: half a percent of the image (a small badge) already counts.
 DEFAULT_MAX_FORBIDDEN_SHARE = 0.005
+
+# Region rules (evaluation/regions.py): the worst tile of a 6x6 grid (tiles a sixth of the
+# short side, at least 16 px; none below 128 px a side), calibrated on the demo brand's visuals
+# (README, "Compliance rules and defaults": clean worst tile vs a local defect covering 10 %).
+# Noise across the tile's dominant colour axis, grey levels: clean at most 1.6 (JPEG q85 of
+# dot patterns), a patch of sigma-25 noise about 25; 8 leaves room for a photo's grain.
+DEFAULT_MAX_REGION_NOISE = 8.0
+# Mean strong-edge width over the median tile's: clean at most 1.8, a 2 px (at 256) blur over
+# the shapes' edges 2.8 and more.
+DEFAULT_MAX_REGION_BLUR_RATIO = 2.4
+# Tile blockiness (4-level steps, prior 16): clean at most 0.11, a JPEG q5 block of shaded
+# content 0.2 and more.
+DEFAULT_MAX_REGION_BLOCKINESS = 0.18
+# Largest single non-brand colour, share of one tile: clean at most 0.5 (1 px stripes, whose
+# chroma JPEG q85 averages off the blend line), a patch in a wrong colour fills 0.9 of a tile.
+DEFAULT_MAX_REGION_OFF_PALETTE_SHARE = 0.7
+# Forbidden colour, share of one tile: a 5 % cluster (0.14 % of the image, under the whole-image
+# 0.5 %) is a visible element in that colour, where the same pixels scattered are fringes.
+DEFAULT_MAX_REGION_FORBIDDEN_SHARE = 0.05
 
 # Pixels the palette rules look at: every pixel up to 512 x 512, a regular subsample above.
 _PALETTE_SAMPLE = 262_144
@@ -63,6 +93,7 @@ class Violation:
     limit: float
     severity: Severity = "error"
     message: str = ""
+    box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the tile, region rules
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,10 @@ def _violation_dict(v: Violation) -> dict[str, Any]:
     d = asdict(v)
     d["value"] = _round(v.value)
     d["limit"] = _round(v.limit)
+    if v.box is None:
+        del d["box"]  # whole-image rules keep the keys they always had
+    else:
+        d["box"] = list(v.box)
     return d
 
 
@@ -102,6 +137,21 @@ class Limits:
     max_forbidden_share: float
     min_text_contrast: float
     quality: QualityFloors
+    regions: RegionLimits = field(default_factory=lambda: DEFAULT_REGION_LIMITS)
+
+
+@dataclass(frozen=True)
+class RegionLimits:
+    """Limits on the worst tile (evaluation/regions.py), each named like its `quality:` key."""
+
+    max_region_noise: float = DEFAULT_MAX_REGION_NOISE
+    max_region_blur_ratio: float = DEFAULT_MAX_REGION_BLUR_RATIO
+    max_region_blockiness: float = DEFAULT_MAX_REGION_BLOCKINESS
+    max_region_off_palette_share: float = DEFAULT_MAX_REGION_OFF_PALETTE_SHARE
+    max_region_forbidden_share: float = DEFAULT_MAX_REGION_FORBIDDEN_SHARE
+
+
+DEFAULT_REGION_LIMITS = RegionLimits()
 
 
 def brand_limits(kit: BrandKit) -> Limits:
@@ -125,6 +175,12 @@ def brand_limits(kit: BrandKit) -> Limits:
             max_blockiness=pick(q.max_blockiness, floors.max_blockiness),
             max_clipped_share=pick(q.max_clipped_share, floors.max_clipped_share),
             min_sharpness=q.min_sharpness if q.min_sharpness is not None else floors.min_sharpness,
+        ),
+        regions=RegionLimits(
+            **{
+                name: pick(getattr(q, name), default)
+                for name, default in asdict(DEFAULT_REGION_LIMITS).items()
+            }
         ),
     )
 
@@ -234,7 +290,8 @@ def compliance_report(
             )
 
     forbidden_rgb = [hex_to_rgb(h) for h in kit.forbidden_colors]
-    forbidden = color_area(small, forbidden_rgb, tolerance, lab=near.lab)
+    forbidden_mask = near_colors(near.lab, forbidden_rgb, tolerance)
+    forbidden = float(forbidden_mask.mean())
     metrics["forbidden_share"] = _round(forbidden)
     if kit.forbidden_colors:
         components["forbidden"] = 1.0 - min(1.0, forbidden / (10 * limits.max_forbidden_share))
@@ -249,6 +306,13 @@ def compliance_report(
                     f"colour ({', '.join(kit.forbidden_colors)})",
                 )
             )
+
+    # Regions: the same statistics per tile, so a defect confined to one area does not average
+    # away (README: "Compliance rules and defaults").
+    metrics["regions"], found = _region_checks(
+        image, near, off_palette_mask(near, palette, tolerance), forbidden_mask, tolerance, limits
+    )
+    violations.extend(found)
 
     # Text: the boxes a composed asset declares, else whatever text can be found.
     regions = (
@@ -327,6 +391,66 @@ def compliance_report(
         violations=violations,
         metrics=metrics,
     )
+
+
+def _region_checks(
+    image: np.ndarray,
+    near: PaletteDistances,
+    off: np.ndarray,
+    forbidden: np.ndarray,
+    tolerance: float,
+    limits: Limits,
+) -> tuple[dict[str, Any], list[Violation]]:
+    """The worst tile per region statistic (value and box) and a violation for each over its
+    limit. Below `regions.MIN_SIDE` nothing is judged and the metrics say why."""
+    grid = regions.tile_grid(image.shape[0], image.shape[1])
+    if grid is None:
+        return {
+            "skipped": f"image side under {regions.MIN_SIDE} px: its tiles would hold too few "
+            "pixels to judge; the whole-image rules apply"
+        }, []
+    gray = luminance(image)
+    view = analysis_view(gray)
+    factor = max(1, math.ceil(max(gray.shape) / ANALYSIS_MAX_SIDE))  # as analysis_view reduces
+    stats = {
+        "noise": regions.tile_noise(image, grid),
+        "blur": regions.relative_blur(regions.tile_edge_width(view, grid, factor)),
+        "blockiness": regions.tile_blockiness(gray, grid),
+        "off_palette": regions.tile_off_palette(near.lab, off, grid, tolerance, near.step),
+        "forbidden": regions.tile_means(forbidden, grid, near.step),
+    }
+    lim = limits.regions
+    limit_of = {
+        "noise": lim.max_region_noise,
+        "blur": lim.max_region_blur_ratio,
+        "blockiness": lim.max_region_blockiness,
+        "off_palette": lim.max_region_off_palette_share,
+        "forbidden": lim.max_region_forbidden_share,
+    }
+    metrics: dict[str, Any] = {"grid": list(grid.shape)}
+    violations: list[Violation] = []
+    for name, values in stats.items():
+        found = regions.worst(values, grid)
+        if found is None:
+            metrics[name] = None  # no tile judged (too small, or no strong edges to compare)
+            continue
+        value, box = found
+        metrics[name] = {"value": _round(value), "box": list(box)}
+        if value > limit_of[name]:
+            message = f"{_REGION_MESSAGES[name]} in the tile at {box} (x0, y0, x1, y1)"
+            violations.append(
+                Violation(f"region_{name}", value, limit_of[name], "error", message, box)
+            )
+    return metrics, violations
+
+
+_REGION_MESSAGES = {
+    "noise": "visible noise",
+    "blur": "edges smeared compared with the rest of the image",
+    "blockiness": "compression block artefacts",
+    "off_palette": "a single non-brand colour fills much of the area",
+    "forbidden": "a forbidden colour",
+}
 
 
 _QUALITY_MESSAGES = {

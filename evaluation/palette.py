@@ -213,9 +213,28 @@ def color_area(
     if len(colors) == 0:
         return 0.0
     pixels = srgb_to_lab(_sample_pixels(image, max_pixels)) if lab is None else lab.reshape(-1, 3)
+    return float(near_colors(pixels, colors, tolerance).mean())
+
+
+def near_colors(lab: np.ndarray, colors: Sequence[RGB], tolerance: float) -> np.ndarray:
+    """Per pixel of `lab` (any leading shape, last axis 3): within `tolerance` (CIEDE2000) of
+    any of `colors`. The map `color_area` averages; region checks average it per tile."""
+    if len(colors) == 0:
+        return np.zeros(lab.shape[:-1], dtype=bool)
     refs = srgb_to_lab(np.asarray(colors, dtype=np.float64))
-    dist = ciede2000(pixels[:, None, :], refs[None, :, :]).min(axis=1)
-    return float((dist <= tolerance).mean())
+    return ciede2000(lab[..., None, :], refs).min(axis=-1) <= tolerance
+
+
+def off_palette_mask(
+    found: PaletteDistances, palette: Sequence[RGB], tolerance: float
+) -> np.ndarray:
+    """Per sampled pixel (h, w): farther than `tolerance` from every brand colour and not a blend
+    of two of them (the pixels `largest_off_palette_color` groups into colours)."""
+    off = found.distance > tolerance
+    if len(palette) > 1 and off.any():
+        rgb = found.rgb[off].astype(np.float64)
+        off[off] = _blend_distance(rgb, palette) > _BLEND_RADIUS
+    return off
 
 
 def expected_shares(shares: Sequence[float | None]) -> np.ndarray | None:

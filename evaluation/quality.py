@@ -163,7 +163,7 @@ def laplacian_variance(gray: np.ndarray) -> float:
     return float(lap.var())
 
 
-def edge_width(gray: np.ndarray) -> float:
+def edge_width(gray: np.ndarray, min_contrast: float | None = None) -> float:
     """Mean width in pixels of the image's edges; `inf` when it has none.
 
     At each local maximum of the one-pixel gradient magnitude, the width is the contrast across the
@@ -175,6 +175,9 @@ def edge_width(gray: np.ndarray) -> float:
     this reads the width across each edge whatever its direction and however few edges there are:
     one curved shape on a flat banner scores like a page of text. On the generated set the blur
     effect scored a 1 px blur at 256 px below a 1.25x bicubic upscale (0.29 vs 0.39); this does not.
+
+    `min_contrast`, when given, replaces the edge threshold (e.g. one set on the whole image when
+    `gray` is one tile of it, evaluation/regions.py).
     """
     g = _as_plane(gray)
     dx = np.diff(g, axis=1)[:-1, :]
@@ -182,7 +185,11 @@ def edge_width(gray: np.ndarray) -> float:
     slope = np.hypot(dx, dy)
     local_range = ndimage.maximum_filter(g, _EDGE_WINDOW) - ndimage.minimum_filter(g, _EDGE_WINDOW)
     contrast = local_range[:-1, :-1]
-    threshold = max(_EDGE_MIN_CONTRAST, _EDGE_RELATIVE_CONTRAST * float(contrast.max()))
+    threshold = (
+        max(_EDGE_MIN_CONTRAST, _EDGE_RELATIVE_CONTRAST * float(contrast.max()))
+        if min_contrast is None
+        else min_contrast
+    )
     peak = (
         (slope > 0)
         & (contrast >= threshold)
@@ -248,7 +255,9 @@ def noise_sigma(values: np.ndarray) -> float:
     return float(np.median(pooled) / _IMMERKAER_MEDIAN)
 
 
-def _block_step_counts(plane: np.ndarray, offset: int) -> tuple[int, int]:
+def _block_step_counts(
+    plane: np.ndarray, offset: int, step_min: float = _BLOCK_STEP_MIN
+) -> tuple[int, int]:
     """(stepping, judged) vertical block boundaries for a column grid starting at `offset`."""
     rows = plane.shape[0] // _BLOCK * _BLOCK
     n = (plane.shape[1] - 1 - offset) // _BLOCK
@@ -268,12 +277,12 @@ def _block_step_counts(plane: np.ndarray, offset: int) -> tuple[int, int]:
     # an edge blurred across a boundary, widest in the middle, is not read as a step).
     beside = np.maximum(pairs[:, :-1, 6], pairs[:, 1:, 0])
     both_textured = textured[:, :-1] & textured[:, 1:] & small
-    textured_steps = both_textured & (step > _BLOCK_STEP_RATIO * beside + _BLOCK_STEP_MIN)
+    textured_steps = both_textured & (step > _BLOCK_STEP_RATIO * beside + step_min)
 
     # Flat blocks: a design edge on the 8 px grid steps by the same amount strip after strip,
     # while the quantised DC levels of smooth content change from one strip to the next. (The
     # staircase of a purely 1-D gradient is consistent too and goes unseen here.)
-    both_flat = ~textured[:, :-1] & ~textured[:, 1:] & small & (step > _BLOCK_STEP_MIN)
+    both_flat = ~textured[:, :-1] & ~textured[:, 1:] & small & (step > step_min)
     up = np.full_like(signed_step, np.inf)
     up[1:] = signed_step[:-1]
     down = np.full_like(signed_step, np.inf)
@@ -287,15 +296,22 @@ def _block_step_counts(plane: np.ndarray, offset: int) -> tuple[int, int]:
     return stepping, int(np.count_nonzero(both_textured)) + int(np.count_nonzero(both_flat))
 
 
-def _block_step_share(plane: np.ndarray, offset: int) -> float:
+def _block_step_share(
+    plane: np.ndarray,
+    offset: int,
+    step_min: float = _BLOCK_STEP_MIN,
+    prior: int = _BLOCK_PRIOR_SEGMENTS,
+) -> float:
     stepping = judged = 0
     for oriented in (plane, plane.T):
-        s, j = _block_step_counts(oriented, offset)
+        s, j = _block_step_counts(oriented, offset, step_min)
         stepping, judged = stepping + s, judged + j
-    return stepping / (judged + _BLOCK_PRIOR_SEGMENTS)
+    return stepping / (judged + prior)
 
 
-def blockiness(gray: np.ndarray) -> float:
+def blockiness(
+    gray: np.ndarray, step_min: float = _BLOCK_STEP_MIN, prior: int = _BLOCK_PRIOR_SEGMENTS
+) -> float:
     """JPEG-style blocking: the excess share of 8x8 block boundaries that step.
 
     Each boundary segment (8 px long) between two blocks that are both textured or both flat is
@@ -303,10 +319,13 @@ def blockiness(gray: np.ndarray) -> float:
     (boundaries at multiples of 8 from the top-left corner) and, as a control, on the grid shifted
     by 4 px, where content steps just as often but coding steps never fall; the score is the
     difference, so it is 0 for content without block structure, stays small for flat graphics
-    whose edges lie on multiples of 8, and grows with the compression.
+    whose edges lie on multiples of 8, and grows with the compression. `step_min` (grey levels)
+    is how much more than its surroundings a boundary must step and `prior` how many boundaries
+    the share starts from; region checks (evaluation/regions.py) set both for one tile.
     """
     g = _as_plane(gray)
-    return max(0.0, float(_block_step_share(g, 0) - _block_step_share(g, _BLOCK // 2)))
+    shares = [_block_step_share(g, offset, step_min, prior) for offset in (0, _BLOCK // 2)]
+    return max(0.0, float(shares[0] - shares[1]))
 
 
 def clipped_share(image: np.ndarray) -> float:

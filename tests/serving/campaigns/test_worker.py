@@ -74,6 +74,12 @@ def lenient_kit() -> BrandKit:
         "max_clipped_share": 1.0,
         "max_blur": 1.0,
         "min_sharpness": 0.0,
+        # the region rules too: its colour noise has forbidden-red blobs a tile can hold
+        "max_region_noise": 1000.0,
+        "max_region_blur_ratio": 1000.0,
+        "max_region_blockiness": 1.0,
+        "max_region_off_palette_share": 1.0,
+        "max_region_forbidden_share": 1.0,
     }
     return BrandKit.model_validate(raw)
 
