@@ -58,9 +58,10 @@ DEFAULT_MAX_REGION_NOISE = 8.0
 # Mean strong-edge width over the median tile's: clean at most 1.8, a 2 px (at 256) blur over
 # the shapes' edges 2.8 and more.
 DEFAULT_MAX_REGION_BLUR_RATIO = 2.4
-# Tile blockiness (4-level steps, prior 16): clean at most 0.11, a JPEG q5 block of shaded
-# content 0.2 and more.
-DEFAULT_MAX_REGION_BLOCKINESS = 0.18
+# Tile blockiness (4-level steps, prior 16): the weakest separation. Clean at most 0.12 at
+# 256 px but 0.244 at 512 px JPEG q85 (1 of 80 visuals); a JPEG q5 block of shaded content
+# 0.27-0.38 (one tile's count saturates near 0.27). Set to pass every clean visual measured.
+DEFAULT_MAX_REGION_BLOCKINESS = 0.25
 # Largest single non-brand colour, share of one tile: clean at most 0.5 (1 px stripes, whose
 # chroma JPEG q85 averages off the blend line), a patch in a wrong colour fills 0.9 of a tile.
 DEFAULT_MAX_REGION_OFF_PALETTE_SHARE = 0.7
