@@ -51,11 +51,14 @@ class EvaluationError(RuntimeError):
 
 
 class PromptSet(BaseModel):
-    """`prompt_set.yaml` in the brand folder: every prompt is generated with every seed."""
+    """`prompt_set.yaml` in the brand folder: every prompt is generated with every seed.
+    `held_out` prompts (optional) are unlike any training caption: the share of their images
+    passing the brand kit says whether the adapter learned the brand or its captions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     prompts: list[str] = Field(min_length=1)
     seeds: list[int] = Field(min_length=2)
+    held_out: list[str] = Field(default_factory=list, max_length=50)
 
 
 PROMPT_SET_EXAMPLE = """prompts:            # {brand} is replaced by the brand kit's trigger phrase
@@ -65,8 +68,7 @@ seeds: [0, 1, 2, 3, 4, 5, 6, 7]
 """
 
 
-def load_prompt_set(path: Path, kit: BrandKit) -> tuple[list[str], list[int]]:
-    """The brand's eval prompts (trigger phrase filled in) and seeds; errors name the file."""
+def _read_prompt_set(path: Path) -> PromptSet:
     if not path.is_file():
         raise EvaluationError(
             f"{path}: no eval prompt set. Create it (and `dvc add` the brand folder), e.g.\n"
@@ -81,7 +83,49 @@ def load_prompt_set(path: Path, kit: BrandKit) -> tuple[list[str], list[int]]:
         raise EvaluationError(format_validation_errors(err, str(path))) from None
     if len(set(prompt_set.seeds)) != len(prompt_set.seeds):
         raise EvaluationError(f"{path}: seeds must be distinct")
+    return prompt_set
+
+
+def load_prompt_set(path: Path, kit: BrandKit) -> tuple[list[str], list[int]]:
+    """The brand's eval prompts (trigger phrase filled in) and seeds; errors name the file."""
+    prompt_set = _read_prompt_set(path)
     return [p.replace("{brand}", kit.phrase) for p in prompt_set.prompts], list(prompt_set.seeds)
+
+
+def load_held_out(path: Path, kit: BrandKit, captions: list[str]) -> list[str]:
+    """The prompt set's `held_out` prompts (trigger phrase filled in). One that is a training
+    caption (ignoring case and spaces) is an error naming it: it would not be held out."""
+    seen = {" ".join(c.lower().split()) for c in captions}
+    held_out = [p.replace("{brand}", kit.phrase) for p in _read_prompt_set(path).held_out]
+    for prompt in held_out:
+        if " ".join(prompt.lower().split()) in seen:
+            raise EvaluationError(
+                f"{path}: held_out prompt {prompt!r} is a training caption; a held-out prompt "
+                "must be one the adapter never saw"
+            )
+    return held_out
+
+
+def training_captions(root: Path) -> list[str]:
+    """The prepared dataset's captions (`metadata.jsonl`), to keep held-out prompts honest."""
+    path = root / PREPARED_DIR / "metadata.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line).get("text", "") for line in lines if line.strip()]
+
+
+def held_out_summary(reports: list[ComplianceReport], prompts: list[str]) -> dict[str, Any]:
+    """How one side did on the held-out prompts: images, the share passing the brand kit,
+    the mean compliance score."""
+    if not reports:
+        return {"prompts": prompts, "images": 0, "pass_rate": None, "compliance_score": None}
+    return {
+        "prompts": prompts,
+        "images": len(reports),
+        "pass_rate": round(sum(r.passed for r in reports) / len(reports), 4),
+        "compliance_score": round(float(np.mean([r.score for r in reports])), 4),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +321,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
     brand_dir = root / params.data.brands_dir / brand
     kit = load_brand_kit(root / PREPARED_DIR / "brand.yaml")
     prompts, seeds = load_prompt_set(brand_dir / params.eval.prompt_set, kit)
+    held_out = load_held_out(brand_dir / params.eval.prompt_set, kit, training_captions(root))
     train_file = root / TRAIN_METRICS
     if not train_file.is_file() or not (root / LORA_DIR).is_dir():
         raise EvaluationError(f"{train_file}: no trained adapter yet; run `dvc repro train`")
@@ -294,14 +339,20 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         champion,
         pipe=pipe,
         base_identity=ref.identity,
-        prompts=prompts,
+        prompts=prompts + held_out,
         seeds=seeds,
         params=params,
         resolution=resolution,
     )
     pipe.load_lora_weights(str(root / LORA_DIR), adapter_name="challenger")
-    challenger_pil = _generate_all(pipe, prompts, seeds, params, resolution, "challenger")
+    challenger_pil = _generate_all(
+        pipe, prompts + held_out, seeds, params, resolution, "challenger"
+    )
     del pipe
+    # The held-out prompts' images come last; the A/B, grid and reports are the prompt set's.
+    compared = len(prompts) * len(seeds)
+    unseen = {"champion": champion_pil[compared:], "challenger": challenger_pil[compared:]}
+    champion_pil, challenger_pil = champion_pil[:compared], challenger_pil[:compared]
 
     from tqdm.auto import tqdm
 
@@ -389,6 +440,16 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "ab": ab,
         "diversity": diversity,
         "per_prompt": {side: per_prompt_kit(reports[side], groups) for side in images},
+        "held_out": {
+            side: held_out_summary(
+                [
+                    compliance_report(np.asarray(i.convert("RGB")), kit, logo=logo, limits=limits)
+                    for i in pil
+                ],
+                held_out,
+            )
+            for side, pil in unseen.items()
+        },
         "prompt_alignment": {
             side: {k: v for k, v in a.items() if k != "scores"} for side, a in alignment.items()
         },
@@ -417,6 +478,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "worst_prompt_pass_rate": {
             side: p["worst_pass_rate"] for side, p in metrics["per_prompt"].items()
         },
+        "held_out_pass_rate": {side: h["pass_rate"] for side, h in metrics["held_out"].items()},
         "prompt_alignment": {
             side: a.get("mean") for side, a in metrics["prompt_alignment"].items()
         },
@@ -517,6 +579,9 @@ def _log_to_mlflow(
             values[f"eval_near_duplicate_rate_{side}"] = d["near_duplicate_rate"]
         for side, p in metrics["per_prompt"].items():
             values[f"eval_worst_prompt_pass_rate_{side}"] = p["worst_pass_rate"]
+        for side, h in metrics["held_out"].items():
+            if h["pass_rate"] is not None:
+                values[f"eval_held_out_pass_rate_{side}"] = h["pass_rate"]
         values["eval_gate_passed"] = float(metrics["gate"]["passed"])
         mlflow.log_metrics(values)
         mlflow.set_tags(

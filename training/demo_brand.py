@@ -68,6 +68,11 @@ prompts:
   - "{brand} spring sale banner"
   - "{brand} poster with a circle"
 seeds: [100, 101, 102, 103, 104, 105, 106, 107]
+# Held out: unlike every training caption. Whether their images pass the brand kit says
+# whether the adapter learned the brand or only its captions.
+held_out:
+  - "{brand} billboard for a winter launch"
+  - "{brand} email header, minimal"
 """
 
 

@@ -47,6 +47,12 @@ def format_summary(
                 f"  brand kit: {kit['champion']:.0%} ({evaluation['champion']}) -> "
                 f"{kit['challenger']:.0%} (adapter) of {kit['n']} eval images pass it"
             )
+        held = evaluation.get("held_out_pass_rate") or {}
+        if held.get("challenger") is not None and held.get("champion") is not None:
+            lines.append(
+                f"             {held['champion']:.0%} -> {held['challenger']:.0%} on the "
+                "held-out prompts (unlike any training caption)"
+            )
         lines.append(f"  gate:      {gate['decision'].upper()}: {'; '.join(gate['reasons'])}")
         lines.append("             reports/eval/ (side-by-side grid, compliance, drift reports)")
     if registered and evaluation and evaluation.get("challenger") == metrics.get("model_uri"):

@@ -112,6 +112,11 @@ def test_the_first_evaluation_compares_with_the_base_model(ab):
         for s in range(100, 108)
     }
     assert all(0 <= e["score"] <= 1 for e in entries)
+    # the held-out prompts (unlike every caption) are scored apart from the A/B
+    for side in ("champion", "challenger"):
+        held = first["held_out"][side]
+        assert held["images"] == 2 * 8 and len(held["prompts"]) == 2
+        assert 0 <= held["pass_rate"] <= 1 and 0 <= held["compliance_score"] <= 1
     # per prompt: the share passing the kit adds up to the A/B's overall share
     for side in ("champion", "challenger"):
         per_prompt = first["per_prompt"][side]
@@ -144,6 +149,9 @@ def test_an_adapter_trained_on_off_palette_images_is_rejected(ab):
     metrics = json.loads((ab["root"] / stage.METRICS_FILE).read_text())
     assert metrics["gate"] == {k: second["gate"][k] for k in ("passed", "decision", "reasons")}
     assert metrics["ab"]["forbidden_share"] == forbidden
+    assert metrics["held_out_pass_rate"] == {
+        side: second["held_out"][side]["pass_rate"] for side in ("champion", "challenger")
+    }
     assert metrics["worst_prompt_pass_rate"] == {
         side: second["per_prompt"][side]["worst_pass_rate"] for side in ("champion", "challenger")
     }
@@ -246,6 +254,16 @@ def test_a_bad_prompt_set_names_the_file_and_the_problem(tmp_path, kit, content,
     with pytest.raises(stage.EvaluationError, match=message) as err:
         stage.load_prompt_set(path, kit)
     assert str(path) in str(err.value)
+
+
+def test_held_out_prompts_must_not_be_training_captions(tmp_path, kit):
+    path = tmp_path / "prompt_set.yaml"
+    path.write_text('prompts: [a]\nseeds: [1, 2]\nheld_out: ["{brand} billboard"]\n')
+    assert stage.load_held_out(path, kit, ["acme poster, teal"]) == ["acme billboard"]
+    with pytest.raises(stage.EvaluationError, match="'acme billboard' is a training caption"):
+        stage.load_held_out(path, kit, ["x", "ACME  billboard"])
+    path.write_text("prompts: [a]\nseeds: [1, 2]\n")
+    assert stage.load_held_out(path, kit, []) == []  # optional
 
 
 def test_the_prompt_set_fills_in_the_trigger_phrase(tmp_path, kit):

@@ -31,3 +31,9 @@ def test_the_summary_shows_the_share_of_eval_images_passing_the_brand_kit():
     text = format_summary(TRAIN, evaluation={**EVAL, "ab": {**EVAL["ab"], "passed": passed}})
     assert "brand kit: 0% (brandforge-acme v3) -> 44% (adapter) of 48 eval images pass it" in text
     assert "brand kit:" not in format_summary(TRAIN, evaluation=EVAL)  # older eval.json
+    held = {"champion": 0.0, "challenger": 0.25}
+    text = format_summary(
+        TRAIN,
+        evaluation={**EVAL, "ab": {**EVAL["ab"], "passed": passed}, "held_out_pass_rate": held},
+    )
+    assert "0% -> 25% on the held-out prompts" in text
