@@ -53,11 +53,37 @@
     }
   }
 
+  // A region rule names the tile it failed on, (x0, y0, x1, y1) in image pixels: outline it
+  // over the thumbnail. The frame takes the image's own aspect ratio, so percentages of the
+  // natural size land on the same pixels at any displayed size. Styles are set through the
+  // CSSOM, which the page's Content-Security-Policy allows (style attributes it would refuse).
+  function markRegions(frame, img, violations) {
+    const w = img.naturalWidth, h = img.naturalHeight;
+    if (img.dataset.state !== "loaded" || !w || !h) return;
+    frame.style.aspectRatio = `${w} / ${h}`;
+    for (const v of violations) {
+      const box = Array.isArray(v.box) && v.box.length === 4 ? v.box.map(Number) : null;
+      if (!box || !box.every(Number.isFinite)) continue;
+      const [x0, y0, x1, y1] = [Math.max(0, box[0]), Math.max(0, box[1]),
+        Math.min(w, box[2]), Math.min(h, box[3])];
+      if (x1 <= x0 || y1 <= y0) continue;
+      const mark = el("div", { class: "region", "data-role": "region",
+        "data-rule": v.rule || "", title: `${v.rule || "rule"}: ${v.message || ""}` });
+      Object.assign(mark.style, {
+        left: `${100 * x0 / w}%`, top: `${100 * y0 / h}%`,
+        width: `${100 * (x1 - x0) / w}%`, height: `${100 * (y1 - y0) / h}%`,
+      });
+      frame.append(mark);
+    }
+  }
+
   function card(item) {
     const c = el("article",
       { class: "card", "data-asset-id": item.asset_id, "data-brand": item.brand });
     const img = el("img", { alt: "asset " + item.asset_id, "data-role": "thumb" });
-    c.append(img);
+    const frame = el("div", { class: "frame" });
+    frame.append(img);
+    c.append(frame);
     const score = item.score === null || item.score === undefined
       ? "n/a" : Number(item.score).toFixed(2);
     const model = `${item.model.name} v${item.model.version} (${item.model.variant})`;
@@ -88,7 +114,7 @@
     });
     row.append(reason, approve, reject);
     c.append(row);
-    loadThumb(img, item.asset_id);
+    loadThumb(img, item.asset_id).then(() => markRegions(frame, img, item.violations || []));
     return c;
   }
 

@@ -108,6 +108,9 @@ class ReviewWalk:
     cards: list[str]  # asset ids on the page after loading with the right key
     thumb_widths: dict[str, int]  # naturalWidth of each card's thumbnail
     card_text: dict[str, str]  # each card's visible text
+    # each card's region marks: (rule, box) with the box read back from where the mark is
+    # drawn over the thumbnail, in the image's own pixels
+    regions: dict[str, list[tuple[str, tuple[int, int, int, int]]]]
     missing_reason_error: str  # the error line after Reject with an empty reason
     approved: str
     after_approve: str  # the status line
@@ -115,6 +118,18 @@ class ReviewWalk:
     after_reject: str
     cards_after_reload: list[str]
     script_errors: list[str] = field(default_factory=list)  # JS exceptions, CSP refusals
+
+
+# Each card's region marks, their drawn rectangles mapped back to the image's pixels.
+_REGION_MARKS_JS = """cs => Object.fromEntries(cs.map(c => {
+  const img = c.querySelector('img'), r = img.getBoundingClientRect();
+  const sx = img.naturalWidth / r.width, sy = img.naturalHeight / r.height;
+  return [c.dataset.assetId, [...c.querySelectorAll('[data-role=region]')].map(m => {
+    const b = m.getBoundingClientRect();
+    return [m.dataset.rule, [(b.left - r.left) * sx, (b.top - r.top) * sy,
+                             (b.right - r.left) * sx, (b.bottom - r.top) * sy]];
+  })];
+}))"""
 
 
 def drive_review_page(
@@ -170,6 +185,7 @@ def drive_review_page(
             texts = page.eval_on_selector_all(
                 ".card", "cs => Object.fromEntries(cs.map(c => [c.dataset.assetId, c.innerText]))"
             )
+            marks = page.eval_on_selector_all(".card", _REGION_MARKS_JS)
 
             first, second = cards[0], cards[1]
             page.click(f'[data-asset-id="{first}"] [data-action="approve"]')
@@ -196,6 +212,10 @@ def drive_review_page(
                 cards=cards,
                 thumb_widths=widths,
                 card_text=texts,
+                regions={
+                    asset_id: [(rule, tuple(round(v) for v in box)) for rule, box in found]
+                    for asset_id, found in marks.items()
+                },
                 missing_reason_error=missing_reason_error,
                 approved=first,
                 after_approve=after_approve,
@@ -215,8 +235,21 @@ def drive_review_page(
 )
 def test_review_page_in_chromium_approves_and_rejects(db: Db):
     start = datetime.now(UTC) - timedelta(minutes=5)
+    region = {  # a region rule names its tile; the page outlines it over the thumbnail
+        "rule": "region_noise",
+        "value": 0.2,
+        "limit": 0.1,
+        "severity": "error",
+        "message": "noise in the tile at [16, 8, 40, 32] (x0, y0, x1, y1)",
+        "box": [16, 8, 40, 32],
+    }
     ids = [
-        db.add(prompt=f"acme poster number {n}", created_at=start + timedelta(seconds=n), seed=n)
+        db.add(
+            prompt=f"acme poster number {n}",
+            created_at=start + timedelta(seconds=n),
+            seed=n,
+            violations=[VIOLATION, region] if n == 0 else None,
+        )
         for n in range(3)
     ]
     db.add(brand="globex", seed=9)  # another brand's: never shown to this key
@@ -233,6 +266,9 @@ def test_review_page_in_chromium_approves_and_rejects(db: Db):
     text = walk.card_text[ids[0]]
     assert "acme poster number 0" in text and "0.31" in text
     assert f"{VIOLATION['rule']}: {VIOLATION['message']}" in text
+    # a 64x48 thumbnail, shown at the width of the card: the mark covers exactly its tile
+    assert walk.regions[ids[0]] == [("region_noise", (16, 8, 40, 32))]
+    assert walk.regions[ids[1]] == [] and walk.regions[ids[2]] == []
     assert "reason" in walk.missing_reason_error
 
     assert walk.approved == ids[0] and ids[0] in walk.after_approve

@@ -57,8 +57,10 @@ class Db:
         created_at: datetime | None = None,
         deleted: bool = False,
         seed: int = 0,
+        violations: list[dict[str, Any]] | None = None,
     ) -> str:
-        """An asset row with a PNG (random pixels from `seed`) in the store; its id."""
+        """An asset row with a PNG (random pixels from `seed`) in the store; its id. Its
+        compliance record holds `violations` (default: one, `VIOLATION`)."""
         asset_id = new_asset_id()
         key = asset_key(brand, asset_id, "png")
         pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -82,7 +84,11 @@ class Db:
                     guidance=5.0,
                     format="png",
                     path=key,
-                    compliance={"score": 0.31, "passed": False, "violations": [VIOLATION]},
+                    compliance={
+                        "score": 0.31,
+                        "passed": False,
+                        "violations": [VIOLATION] if violations is None else violations,
+                    },
                     status=status,
                     campaign_id="camp-7",
                     created_at=created_at or datetime.now(UTC),
