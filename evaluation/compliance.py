@@ -129,19 +129,6 @@ def _round(value: float) -> float:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """The limits in force for one brand: its `quality:` overrides over the defaults."""
-
-    min_palette_adherence: float
-    max_off_palette_share: float
-    max_palette_balance_distance: float
-    max_forbidden_share: float
-    min_text_contrast: float
-    quality: QualityFloors
-    regions: RegionLimits = field(default_factory=lambda: DEFAULT_REGION_LIMITS)
-
-
-@dataclass(frozen=True)
 class RegionLimits:
     """Limits on the worst tile (evaluation/regions.py), each named like its `quality:` key."""
 
@@ -153,6 +140,19 @@ class RegionLimits:
 
 
 DEFAULT_REGION_LIMITS = RegionLimits()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for one brand: its `quality:` overrides over the defaults."""
+
+    min_palette_adherence: float
+    max_off_palette_share: float
+    max_palette_balance_distance: float
+    max_forbidden_share: float
+    min_text_contrast: float
+    quality: QualityFloors
+    regions: RegionLimits = DEFAULT_REGION_LIMITS
 
 
 def brand_limits(kit: BrandKit) -> Limits:

@@ -225,3 +225,30 @@ def tile_off_palette(
         out[i, j] = share
         best = max(best, share)
     return out
+
+
+# The colour a failed tile is outlined in (A/B grid): magenta inside a white line, visible on
+# any brand's palette.
+OUTLINE_RGB = (255, 0, 212)
+
+
+def outline_boxes(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """A copy of `image` with each (x0, y0, x1, y1) box outlined: a magenta line inside a white
+    one, each about 1/128 of the short side (at least 1 px). Boxes are clipped to the image."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    line = max(1, min(h, w) // 128)
+    for box in boxes:
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(w, int(box[2])), min(h, int(box[3]))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        for pad, colour in ((0, (255, 255, 255)), (line, OUTLINE_RGB)):
+            a0, b0, a1, b1 = x0 + pad, y0 + pad, x1 - pad, y1 - pad
+            if a1 <= a0 or b1 <= b0:
+                break
+            out[b0 : b0 + line, a0:a1] = colour
+            out[b1 - line : b1, a0:a1] = colour
+            out[b0:b1, a0 : a0 + line] = colour
+            out[b0:b1, a1 - line : a1] = colour
+    return out

@@ -36,6 +36,7 @@ from brandforge.pipeline import (
 from evaluation.ab import HIGHER_IS_BETTER, compare, comparison_dict, gate_decision
 from evaluation.compliance import ComplianceReport, brand_limits, compliance_report
 from evaluation.images import load_logo, write_json
+from evaluation.regions import outline_boxes
 
 log = logging.getLogger(__name__)
 
@@ -407,9 +408,9 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         (report_dir / "images" / side).mkdir(parents=True)
         for i, img in enumerate(pil_images):
             img.save(report_dir / "images" / side / _image_name(i, seeds))
-    pairs = [img for a, b in zip(champion_pil, challenger_pil, strict=True) for img in (a, b)]
-    grid = image_grid(pairs, cols=2 * len(seeds), upscale=max(1, 128 // resolution))
-    grid.save(report_dir / "champion_vs_challenger.png")
+    ab_grid(images, reports, cols=2 * len(seeds), resolution=resolution).save(
+        report_dir / "champion_vs_challenger.png"
+    )
     for side in images:
         entries = [
             {
@@ -488,6 +489,27 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         },
         "seconds": metrics["seconds"],
     }
+
+
+def ab_grid(
+    images: dict[str, list[np.ndarray]],
+    reports: dict[str, list[ComplianceReport]],
+    *,
+    cols: int,
+    resolution: int,
+) -> Any:
+    """Champion | challenger side by side per (prompt, seed), each tile that failed a region
+    rule outlined (the saved images stay as drawn)."""
+    from PIL import Image
+
+    def marked(side: str, i: int) -> Any:
+        boxes = [v.box for v in reports[side][i].violations if v.box is not None]
+        pixels = images[side][i]
+        return Image.fromarray(outline_boxes(pixels, boxes) if boxes else pixels)
+
+    sides = ("champion", "challenger")
+    pairs = [marked(side, i) for i in range(len(images["champion"])) for side in sides]
+    return image_grid(pairs, cols=cols, upscale=max(1, 128 // resolution))
 
 
 def _image_name(index: int, seeds: list[int]) -> str:

@@ -219,3 +219,36 @@ def test_quality_keys_override_the_region_defaults_and_a_wrong_one_is_named(tmp_
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(BrandKitError, match=r"quality\.max_region_nois: unknown key"):
         load_brand_kit(path)
+
+
+def test_the_ab_grid_outlines_the_failed_tile_and_leaves_the_rest_as_drawn():
+    from evaluation.stage import ab_grid
+
+    clean = visual(0)
+    noisy = with_noise(clean, centre_box(PATCH))
+    images = {"champion": [clean], "challenger": [noisy]}
+    reports = {side: [compliance_report(imgs[0], KIT)] for side, imgs in images.items()}
+    (failed,) = [v for v in reports["challenger"][0].violations if v.box is not None]
+    assert not [v for v in reports["champion"][0].violations if v.box is not None]
+
+    grid = np.asarray(ab_grid(images, reports, cols=2, resolution=SIZE))
+    assert grid.shape == (SIZE, 2 * SIZE, 3)
+    assert np.array_equal(grid[:, :SIZE], clean)  # the champion passed: unmarked
+    right = grid[:, SIZE:]
+    x0, y0, x1, y1 = failed.box
+    line = SIZE // 128
+    on_outline = np.zeros((SIZE, SIZE), bool)
+    on_outline[y0:y1, x0:x1] = True
+    on_outline[y0 + 2 * line : y1 - 2 * line, x0 + 2 * line : x1 - 2 * line] = False
+    assert (right[y0 + line, x0 + line : x1 - line] == regions.OUTLINE_RGB).all()
+    assert (right[y0, x0:x1] == 255).all()  # a white line around the magenta one
+    assert np.array_equal(right[~on_outline], noisy[~on_outline])
+
+
+def test_outlined_boxes_are_clipped_to_the_image():
+    image = np.zeros((20, 30, 3), np.uint8)
+    out = regions.outline_boxes(image, [(-5, 10, 40, 25), (3, 3, 3, 9)])  # the second is empty
+    assert out.shape == image.shape and not image.any()  # a copy
+    assert (out[10, :] == 255).all() and (out[19, :] == 255).all()  # white on the clipped edges
+    assert (out[11, 1:29] == regions.OUTLINE_RGB).all()
+    assert not out[:10].any()
