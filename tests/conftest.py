@@ -20,6 +20,21 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("BRANDFORGE_PRIVACY_KEY", "tests-only-privacy-key-0123456789")
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker draws and trains on its share of the cores.
+
+    torch starts one thread per core in every process; with one worker per core, two workers'
+    thread pools contend and every small op waits for a descheduled thread (a training step
+    gets several times slower, see training/base_model.py's `_ThreadTuner`). The environment
+    variable reaches the processes a test starts (`dvc repro`, `brandforge serve`)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_the_cores()
+
+
 @pytest.fixture(scope="module")
 def ray_turn() -> Iterator[None]:
     """Held by a module that starts a Ray cluster, for the whole module. `make test` runs the
