@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from brandforge.brandkit import BrandKit
+from brandforge.brandkit import BrandKit, LogoRules
 from evaluation import regions
 from evaluation.palette import (
     PaletteDistances,
@@ -200,198 +200,223 @@ def compliance_report(
         logo: the brand's logo (RGB or RGBA array) when the kit names one; its presence is checked.
         text_boxes: where a composed asset put its text; without them text is searched for.
     """
-    from evaluation.logo import find_logo, logo_placement
-    from evaluation.quality import quality_violations
-    from evaluation.text_regions import find_text_regions, region_contrast
-
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     limits = limits or brand_limits(kit)
-    violations: list[Violation] = []
-    components: dict[str, float] = {}
-    metrics: dict[str, Any] = {"width": int(image.shape[1]), "height": int(image.shape[0])}
-
+    found = _Findings(metrics={"width": int(image.shape[1]), "height": int(image.shape[0])})
     # Quality first: a blank frame is a failure whatever its colour, and nothing else is
     # meaningful on it.
+    if _judge_quality(image, limits, found):
+        return ComplianceReport(
+            score=0.0, passed=False, violations=found.violations, metrics=found.metrics
+        )
+    near, forbidden = _judge_palette(image, kit, limits, found)
+    # Regions: the same statistics per tile, so a defect confined to one area does not average
+    # away (README: "Compliance rules and defaults").
+    palette = [c.rgb for c in kit.palette]
+    found.metrics["regions"], in_regions = _region_checks(
+        image,
+        near,
+        off_palette_mask(near, palette, kit.color_tolerance),
+        forbidden,
+        kit.color_tolerance,
+        limits,
+    )
+    found.violations.extend(in_regions)
+    _judge_text(image, text_boxes, limits, found)
+    if kit.logo is not None and logo is not None:
+        _judge_logo(image, logo, kit.logo, found)
+    return found.report()
+
+
+@dataclass
+class _Findings:
+    """What the rules found so far: violations, score components (0..1, weighted by
+    `_WEIGHTS`; a rule that does not apply adds none) and the metrics of the report."""
+
+    metrics: dict[str, Any]
+    violations: list[Violation] = field(default_factory=list)
+    components: dict[str, float] = field(default_factory=dict)
+
+    def fail(
+        self, rule: str, value: float, limit: float, message: str, severity: Severity = "error"
+    ) -> None:
+        self.violations.append(Violation(rule, value, limit, severity, message))
+
+    def report(self) -> ComplianceReport:
+        total = sum(_WEIGHTS[k] for k in self.components)
+        score = sum(_WEIGHTS[k] * v for k, v in self.components.items()) / total
+        return ComplianceReport(
+            score=float(np.clip(score, 0.0, 1.0)),
+            passed=not any(v.severity == "error" for v in self.violations),
+            violations=self.violations,
+            metrics=self.metrics,
+        )
+
+
+def _judge_quality(image: np.ndarray, limits: Limits, found: _Findings) -> bool:
+    """The quality floors (README: "Compliance rules and defaults"); True for a blank frame."""
+    from evaluation.quality import quality_violations
+
     quality = quality_metrics(image)
-    metrics["quality"] = {
+    found.metrics["quality"] = {
         k: _round(v) if isinstance(v, float) else v for k, v in asdict(quality).items()
     }
-    q_violations = quality_violations(quality, limits.quality)
-    for rule, value, limit in q_violations:
-        violations.append(Violation(rule, value, limit, "error", _QUALITY_MESSAGES.get(rule, "")))
-    if quality.blank:
-        return ComplianceReport(score=0.0, passed=False, violations=violations, metrics=metrics)
-    n_floors = 4 + (limits.quality.min_sharpness is not None)
-    components["quality"] = 1.0 - min(1.0, len(q_violations) / n_floors)
+    failed = quality_violations(quality, limits.quality)
+    for rule, value, limit in failed:
+        found.fail(rule, value, limit, _QUALITY_MESSAGES.get(rule, ""))
+    if not quality.blank:
+        n_floors = 4 + (limits.quality.min_sharpness is not None)
+        found.components["quality"] = 1.0 - min(1.0, len(failed) / n_floors)
+    return quality.blank
 
-    # Palette: adherence, the largest non-brand colour, balance, forbidden colours.
+
+def _judge_palette(
+    image: np.ndarray, kit: BrandKit, limits: Limits, found: _Findings
+) -> tuple[PaletteDistances, np.ndarray]:
+    """Adherence, the largest non-brand colour, balance and forbidden colours; returns the
+    per-pixel distances and the forbidden mask, which the region rules read per tile."""
     palette = [c.rgb for c in kit.palette]
     tolerance = kit.color_tolerance
     # One distance per sampled pixel and brand colour, shared by the palette rules below.
     small = subsample(image, _PALETTE_SAMPLE)
     near = palette_distances(small, palette, subsample_step(image.shape, _PALETTE_SAMPLE))
     report = palette_report(small, palette, tolerance, distances=near)
-    metrics["palette_adherence"] = _round(report.adherence)
-    metrics["palette_distance"] = {
+    found.metrics["palette_adherence"] = _round(report.adherence)
+    found.metrics["palette_distance"] = {
         "mean": _round(report.mean_distance),
         "p50": _round(report.p50_distance),
         "p90": _round(report.p90_distance),
     }
-    metrics["palette_shares"] = {
+    found.metrics["palette_shares"] = {
         c.name: _round(s) for c, s in zip(kit.palette, report.shares, strict=True)
     }
-    components["palette"] = report.adherence
+    found.components["palette"] = report.adherence
     if report.adherence < limits.min_palette_adherence:
-        violations.append(
-            Violation(
-                "palette_adherence",
-                report.adherence,
-                limits.min_palette_adherence,
-                "error",
-                f"only {report.adherence:.0%} of the pixels are within ΔE {tolerance:g} of the "
-                "brand palette",
-            )
+        found.fail(
+            "palette_adherence",
+            report.adherence,
+            limits.min_palette_adherence,
+            f"only {report.adherence:.0%} of the pixels are within ΔE {tolerance:g} of the "
+            "brand palette",
         )
 
     off = largest_off_palette_color(image, palette, tolerance, distances=near)
     off_share = off.share if off else 0.0
-    metrics["off_palette"] = {
+    found.metrics["off_palette"] = {
         "share": _round(off_share),
         "color": rgb_to_hex(off.rgb) if off else None,
     }
-    components["off_palette"] = 1.0 - min(1.0, off_share / (2 * limits.max_off_palette_share))
+    found.components["off_palette"] = 1.0 - min(1.0, off_share / (2 * limits.max_off_palette_share))
     if off is not None and off.share > limits.max_off_palette_share:
-        violations.append(
-            Violation(
-                "off_palette_color",
-                off.share,
-                limits.max_off_palette_share,
-                "error",
-                f"{rgb_to_hex(off.rgb)} covers {off.share:.0%} of the image and is not a brand "
-                "colour",
-            )
+        found.fail(
+            "off_palette_color",
+            off.share,
+            limits.max_off_palette_share,
+            f"{rgb_to_hex(off.rgb)} covers {off.share:.0%} of the image and is not a brand colour",
         )
 
     expected = expected_shares([c.share for c in kit.palette])
     if expected is not None:
         balance = palette_balance_distance(report.shares, expected)
-        metrics["palette_balance_distance"] = None if balance is None else _round(balance)
-        components["balance"] = 0.0 if balance is None else 1.0 - balance
+        found.metrics["palette_balance_distance"] = None if balance is None else _round(balance)
+        found.components["balance"] = 0.0 if balance is None else 1.0 - balance
         if balance is not None and balance > limits.max_palette_balance_distance:
-            violations.append(
-                Violation(
-                    "palette_balance",
-                    balance,
-                    limits.max_palette_balance_distance,
-                    "warning",
-                    "brand colours are used in proportions far from the brand kit's shares",
-                )
+            found.fail(
+                "palette_balance",
+                balance,
+                limits.max_palette_balance_distance,
+                "brand colours are used in proportions far from the brand kit's shares",
+                severity="warning",
             )
 
-    forbidden_rgb = [hex_to_rgb(h) for h in kit.forbidden_colors]
-    forbidden_mask = near_colors(near.lab, forbidden_rgb, tolerance)
+    forbidden_mask = near_colors(near.lab, [hex_to_rgb(h) for h in kit.forbidden_colors], tolerance)
     forbidden = float(forbidden_mask.mean())
-    metrics["forbidden_share"] = _round(forbidden)
+    found.metrics["forbidden_share"] = _round(forbidden)
     if kit.forbidden_colors:
-        components["forbidden"] = 1.0 - min(1.0, forbidden / (10 * limits.max_forbidden_share))
+        found.components["forbidden"] = 1.0 - min(
+            1.0, forbidden / (10 * limits.max_forbidden_share)
+        )
         if forbidden > limits.max_forbidden_share:
-            violations.append(
-                Violation(
-                    "forbidden_color",
-                    forbidden,
-                    limits.max_forbidden_share,
-                    "error",
-                    f"{forbidden:.1%} of the image is within ΔE {tolerance:g} of a forbidden "
-                    f"colour ({', '.join(kit.forbidden_colors)})",
-                )
+            found.fail(
+                "forbidden_color",
+                forbidden,
+                limits.max_forbidden_share,
+                f"{forbidden:.1%} of the image is within ΔE {tolerance:g} of a forbidden "
+                f"colour ({', '.join(kit.forbidden_colors)})",
             )
+    return near, forbidden_mask
 
-    # Regions: the same statistics per tile, so a defect confined to one area does not average
-    # away (README: "Compliance rules and defaults").
-    metrics["regions"], found = _region_checks(
-        image, near, off_palette_mask(near, palette, tolerance), forbidden_mask, tolerance, limits
-    )
-    violations.extend(found)
 
-    # Text: the boxes a composed asset declares, else whatever text can be found.
+def _judge_text(
+    image: np.ndarray,
+    text_boxes: list[tuple[int, int, int, int]] | None,
+    limits: Limits,
+    found: _Findings,
+) -> None:
+    """WCAG contrast of the boxes a composed asset declares, else of whatever text is found."""
+    from evaluation.text_regions import find_text_regions, region_contrast
+
     regions = (
         [region_contrast(image, box) for box in text_boxes]
         if text_boxes is not None
         else find_text_regions(image)
     )
-    metrics["text_regions"] = [
+    found.metrics["text_regions"] = [
         {"box": list(r.box), "contrast": _round(r.contrast)} for r in regions
     ]
-    if regions:
-        worst = min(r.contrast for r in regions)
-        components["text"] = min(1.0, worst / limits.min_text_contrast)
-        if worst < limits.min_text_contrast:
-            violations.append(
-                Violation(
-                    "text_contrast",
-                    worst,
-                    limits.min_text_contrast,
-                    "error",
-                    f"text contrast {worst:.2f}:1 is below the WCAG minimum "
-                    f"{limits.min_text_contrast:g}:1",
-                )
-            )
+    if not regions:
+        return
+    worst = min(r.contrast for r in regions)
+    found.components["text"] = min(1.0, worst / limits.min_text_contrast)
+    if worst < limits.min_text_contrast:
+        found.fail(
+            "text_contrast",
+            worst,
+            limits.min_text_contrast,
+            f"text contrast {worst:.2f}:1 is below the WCAG minimum {limits.min_text_contrast:g}:1",
+        )
 
-    if kit.logo is not None and logo is not None:
-        match = find_logo(image, logo)
-        placement = logo_placement(match.box, image.shape) if match.box else None
-        metrics["logo"] = {
-            "found": match.found,
-            "score": _round(match.score),
-            "placement": placement,
-            "width_share": None if match.scale is None else _round(match.scale),
-        }
-        components["logo"] = 1.0 if match.found else 0.0
-        if not match.found:
-            violations.append(
-                Violation("logo_missing", match.score, 0.7, "error", "the brand logo was not found")
-            )
-        elif placement not in kit.logo.placement:
-            components["logo"] = 0.5
-            violations.append(
-                Violation(
-                    "logo_placement",
-                    match.score,
-                    0.7,
-                    "warning",
-                    f"logo is at {placement}; the brand kit allows {', '.join(kit.logo.placement)}",
-                )
-            )
-        elif match.scale is not None and not (
-            kit.logo.min_width_share <= match.scale <= kit.logo.max_width_share
-        ):
-            components["logo"] = 0.5
-            limit = (
-                kit.logo.min_width_share
-                if match.scale < kit.logo.min_width_share
-                else kit.logo.max_width_share
-            )
-            violations.append(
-                Violation(
-                    "logo_size",
-                    match.scale,
-                    limit,
-                    "warning",
-                    f"logo is {match.scale:.0%} of the image width",
-                )
-            )
 
-    total = sum(_WEIGHTS[k] for k in components)
-    score = sum(_WEIGHTS[k] * v for k, v in components.items()) / total
-    passed = not any(v.severity == "error" for v in violations)
-    return ComplianceReport(
-        score=float(np.clip(score, 0.0, 1.0)),
-        passed=passed,
-        violations=violations,
-        metrics=metrics,
-    )
+def _judge_logo(image: np.ndarray, logo: np.ndarray, rules: LogoRules, found: _Findings) -> None:
+    """The logo's presence (an error when missing), then its placement and size (warnings)."""
+    from evaluation.logo import find_logo, logo_placement
+
+    match = find_logo(image, logo)
+    placement = logo_placement(match.box, image.shape) if match.box else None
+    found.metrics["logo"] = {
+        "found": match.found,
+        "score": _round(match.score),
+        "placement": placement,
+        "width_share": None if match.scale is None else _round(match.scale),
+    }
+    found.components["logo"] = 1.0 if match.found else 0.0
+    if not match.found:
+        found.fail("logo_missing", match.score, 0.7, "the brand logo was not found")
+    elif placement not in rules.placement:
+        found.components["logo"] = 0.5
+        found.fail(
+            "logo_placement",
+            match.score,
+            0.7,
+            f"logo is at {placement}; the brand kit allows {', '.join(rules.placement)}",
+            severity="warning",
+        )
+    elif match.scale is not None and not (
+        rules.min_width_share <= match.scale <= rules.max_width_share
+    ):
+        found.components["logo"] = 0.5
+        limit = (
+            rules.min_width_share if match.scale < rules.min_width_share else rules.max_width_share
+        )
+        found.fail(
+            "logo_size",
+            match.scale,
+            limit,
+            f"logo is {match.scale:.0%} of the image width",
+            severity="warning",
+        )
 
 
 def _region_checks(
