@@ -28,6 +28,7 @@ from registry.core import (
     record,
 )
 from registry.limits import MAX_COST_TAG, MAX_SIZE_TAG, NATIVE_SIZE_TAG, cost_tags, size_tags
+from registry.sampler import GUIDANCE_TAG, STEPS_TAG, sampler_tags
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
     try:
         tags.update(size_tags(native, max_size=params.registration.max_size))
         tags.update(cost_tags(params.registration.max_cost))
+        # Serving draws with what the gate judged unless a request says otherwise.
+        tags.update(sampler_tags(params.eval.num_inference_steps, params.eval.guidance_scale))
     except ValueError as err:
         raise RegistryError(f"params.yaml: {err}") from None
     base_version = store_base(c, root / BASE_DIR, base_ref)
@@ -185,6 +188,7 @@ def register(params: Params, *, root: Path = Path(".")) -> dict[str, Any]:
         "native_size": int(tags[NATIVE_SIZE_TAG]),
         "max_size": int(tags[MAX_SIZE_TAG]),
         "max_cost": int(tags[MAX_COST_TAG]),
+        "sampler": {"steps": int(tags[STEPS_TAG]), "guidance": float(tags[GUIDANCE_TAG])},
         "model_uri": f"models:/{name}/{version}",
     }
     out = root / REGISTER_METRICS

@@ -74,6 +74,7 @@ class Catalog:
         self._aliases: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._contexts: dict[str, Any] = {}
         self._sizes: dict[str, SizeLimits] = {}
+        self._samplers: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     # -- brands and aliases ---------------------------------------------------------------
@@ -147,6 +148,25 @@ class Catalog:
             self._sizes[model_id] = _read_sizes(model_id)
         return self._sizes[model_id]
 
+    def sampler(self, model_id: str) -> Any:
+        """The steps and guidance the version was evaluated with (`registry.sampler.Sampler`;
+        None where it records none), which a request that names neither draws with."""
+        if model_id not in self._samplers:
+            self._samplers[model_id] = _read_sampler(model_id)
+        return self._samplers[model_id]
+
+
+def _read_sampler(model_id: str) -> Any:
+    from registry.core import RegistryError, client, get_version
+    from registry.sampler import sampler_of
+
+    name, version = model_id.rsplit("/", 1)
+    try:
+        info = get_version(client(), name, version)
+    except RegistryError as err:
+        raise NotFound(f"{model_id}: {err}") from None
+    return sampler_of(info.tags)
+
 
 def _read_sizes(model_id: str) -> SizeLimits:
     from registry.core import RegistryError, client, get_version
@@ -184,16 +204,21 @@ class BrandContext:
     font: Any = None  # a Path, or None for the bundled font
     dataset_hash: str | None = None
     native_size: int = 512  # what the version draws at by default (registry.limits)
+    # the steps and guidance it was evaluated with (registry.sampler); None: the server's
+    steps: int | None = None
+    guidance: float | None = None
 
 
 def registry_context(model_id: str) -> BrandContext:
     """A registered version's brand kit (the one it was registered with), logo and font (the
-    brand files logged with its run, when there are any), dataset hash and native size."""
+    brand files logged with its run, when there are any), dataset hash, native size and the
+    sampler settings it was evaluated with."""
     import json
     from pathlib import Path
 
     from brandforge.brandkit import BrandKit
     from registry.core import client, get_version
+    from registry.sampler import sampler_of
 
     name, version = model_id.rsplit("/", 1)
     c = client()
@@ -209,6 +234,8 @@ def registry_context(model_id: str) -> BrandContext:
         font=font and Path(font),
         dataset_hash=info.tags.get("brandforge.dataset_hash"),
         native_size=_sizes_of(c, info).native,  # one registry read for both
+        steps=sampler_of(info.tags).steps,
+        guidance=sampler_of(info.tags).guidance,
     )
 
 

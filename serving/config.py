@@ -21,8 +21,10 @@ class ServeConfig:
     # HTTP ingress replicas: each scores, marks, encodes and stores its requests' images in its
     # own process (its own GIL), so the work between two batches spreads over the cores.
     ingress_replicas: int = 1
-    default_steps: int = 20
-    default_guidance: float = 2.0
+    # A server-wide override of the steps and guidance a request that names none draws with;
+    # None: each version's own, those it was evaluated with (registry.sampler).
+    default_steps: int | None = None
+    default_guidance: float | None = None
     max_steps: int = 150  # denoising steps a request may ask for (a 422 names the limit above)
     alias_ttl_s: float = 2.0  # how long a resolved champion is trusted before asking again
     env: tuple[tuple[str, str], ...] = ()  # tracking URI, stores: what every replica must see

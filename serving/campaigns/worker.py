@@ -26,6 +26,7 @@ from typing import Any
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.sampler import Sampler, sampling
 from serving.campaigns.queue import ItemState, claim, finish, release
 from serving.campaigns.spec import CampaignSpec, fill, item_seed, ratio_size
 from serving.catalog import BrandContext
@@ -70,8 +71,8 @@ class CampaignWorker:
         context_for: Callable[[str], BrandContext],
         owner: str,
         lease_s: float = 120.0,
-        default_steps: int = 20,
-        default_guidance: float = 2.0,
+        default_steps: int | None = None,
+        default_guidance: float | None = None,
         retention_days: dict[str, float] | None = None,
         review_brands: frozenset[str] = frozenset(),
         retry_pause_s: float = 2.0,
@@ -144,10 +145,21 @@ class CampaignWorker:
 
     # -- drawing -------------------------------------------------------------------------------
 
+    def _sampling(self, w: _Work) -> tuple[int, float]:
+        """Steps and guidance: the spec's, else the server's override, else those the version
+        was evaluated with (`registry.sampler`)."""
+        ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
+        return sampling(
+            Sampler(w.spec.steps, w.spec.guidance),
+            Sampler(self.default_steps, self.default_guidance),
+            Sampler(ctx.steps, ctx.guidance),
+        )
+
     def _job(self, w: _Work) -> ImageJob:
         model_id = f"{w.campaign.model_name}/{w.item.model_version}"
         long_side = w.spec.generation_size or self.context_for(model_id).native_size
         width, height = ratio_size(w.item.ratio, long_side)
+        steps, guidance = self._sampling(w)
         return ImageJob(
             model_id=model_id,
             prompt=w.item.prompt,
@@ -155,8 +167,8 @@ class CampaignWorker:
             seed=w.seed,
             width=width,
             height=height,
-            steps=w.spec.steps or self.default_steps,
-            guidance=w.spec.guidance if w.spec.guidance is not None else self.default_guidance,
+            steps=steps,
+            guidance=guidance,
         )
 
     def _draw_until_compliant(self, work: list[_Work]) -> None:
@@ -207,12 +219,13 @@ class CampaignWorker:
         self._renew(w)  # encoding (SVG, motion) can take a while
         ctx = self.context_for(f"{w.campaign.model_name}/{w.item.model_version}")
         review = not w.passed or w.spec.review or w.item.brand in self.review_brands
+        steps, guidance = self._sampling(w)
         drawing = Drawing(
             prompt=w.item.prompt,
             negative_prompt=w.spec.negative_prompt or "",
             seed=w.seed,
-            steps=w.spec.steps or self.default_steps,
-            guidance=w.spec.guidance if w.spec.guidance is not None else self.default_guidance,
+            steps=steps,
+            guidance=guidance,
         )
         settings = {"ratio": w.item.ratio, "attempt": w.attempt, "layout": w.composed.layout}
         delivery = Delivery(

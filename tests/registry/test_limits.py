@@ -66,3 +66,16 @@ def test_the_cost_limit_is_a_tag_read_back_with_the_sizes_and_defaults_without_i
     assert cost_tags() == {MAX_COST_TAG: str(DEFAULT_MAX_COST)}
     with pytest.raises(ValueError, match="register.max_cost 0: expected at least 1"):
         cost_tags(0)
+
+
+def test_sampler_tags_round_trip_and_a_bad_tag_falls_back_to_the_server():
+    from registry.sampler import GUIDANCE_TAG, STEPS_TAG, Sampler, sampler_of, sampler_tags
+
+    assert sampler_tags(20, 1.5) == {STEPS_TAG: "20", GUIDANCE_TAG: "1.5"}
+    assert sampler_of(sampler_tags(20, 1.5)) == Sampler(steps=20, guidance=1.5)
+    assert sampler_of({}) == Sampler(steps=None, guidance=None)  # registered before the tags
+    for steps, guidance in (("0", "nan"), ("201", "inf"), ("x", "-1"), ("2.5", "31")):
+        assert sampler_of({STEPS_TAG: steps, GUIDANCE_TAG: guidance}) == Sampler(None, None)
+    for bad in ((0, 1.0), (201, 1.0), (20, float("nan")), (20, -0.5), (20, 30.5)):
+        with pytest.raises(ValueError, match="expected"):
+            sampler_tags(*bad)

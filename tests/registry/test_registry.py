@@ -171,6 +171,7 @@ def test_a_passing_adapter_becomes_the_challenger_with_full_lineage(project):
         "native_size": 32,
         "max_size": 128,
         "max_cost": 2000,
+        "sampler": {"steps": 20, "guidance": 2.0},  # params.yaml's eval settings, the defaults
         "model_uri": f"models:/{project.name}/1",
     }
     c = core.client()
@@ -211,6 +212,21 @@ def test_the_size_limit_follows_the_training_resolution_and_the_register_param(p
     assert size_limits(v.tags) == SizeLimits(native=48, max=96, max_cost=300)
     project.params = parse_params({"data": {"brand": project.brand}, "register": {"max_size": 40}})
     with pytest.raises(core.RegistryError, match="max_size 40 is below the version's native"):
+        project.register()
+
+
+def test_a_version_records_the_sampler_its_evaluation_drew_with(project):
+    from registry.sampler import Sampler, sampler_of
+
+    project.train()
+    evaluated = {"num_inference_steps": 12, "guidance_scale": 1.0}
+    project.params = parse_params({"data": {"brand": project.brand}, "eval": evaluated})
+    assert project.register()["sampler"] == {"steps": 12, "guidance": 1.0}
+    v = core.get_version(core.client(), project.name, "1")
+    assert sampler_of(v.tags) == Sampler(steps=12, guidance=1.0)
+    too_high = {"guidance_scale": 31}
+    project.params = parse_params({"data": {"brand": project.brand}, "eval": too_high})
+    with pytest.raises(core.RegistryError, match=r"params.yaml: eval.guidance_scale 31.0: expect"):
         project.register()
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from registry.sampler import Sampler, sampling
 from serving.admission import admit_request, check_cost
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
@@ -116,7 +117,11 @@ def _check_item(services: Any, body: CampaignSpec, mid: str) -> None:
         native=sizes.native,
         version_limit=sizes.max_cost,
         size=largest,
-        steps=body.steps or services.config.default_steps,
+        steps=sampling(
+            Sampler(body.steps, body.guidance),
+            Sampler(services.config.default_steps, services.config.default_guidance),
+            services.catalog.sampler(mid),
+        )[0],
         images=1 + (body.motion.frame_count if body.motion is not None else 0),
         images_field="images per item (1 + motion frames)",
         lower="steps, generation_size or the motion frames",

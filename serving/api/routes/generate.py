@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from registry.sampler import Sampler, sampling
 from serving.admission import admit_request, check_cost
 from serving.api.deps import CallerDep, ServicesDep
 from serving.api.docs import errors
@@ -48,6 +49,8 @@ class Served:
     rendered: list[Rendered]
     width: int
     height: int
+    steps: int
+    guidance: float
 
 
 @router.post("/v1/generate", responses=errors(401, 403, 404, 409, 413, 422, 429, 503, 504))
@@ -176,8 +179,6 @@ def _deliver(
         variant=served.variant,
         dataset_hash=context.dataset_hash,
     )
-    steps = body.steps or services.config.default_steps
-    guidance = body.guidance if body.guidance is not None else services.config.default_guidance
     pictures = [
         (
             r.image(),
@@ -185,8 +186,8 @@ def _deliver(
                 prompt=body.prompt,
                 negative_prompt=body.negative_prompt or "",
                 seed=r.seed,
-                steps=steps,
-                guidance=guidance,
+                steps=served.steps,
+                guidance=served.guidance,
             ),
         )
         for r in served.rendered
@@ -213,10 +214,21 @@ def _deliver(
     ]
 
 
+def _sampling(services: Services, body: GenerateRequest, mid: str) -> tuple[int, float]:
+    """Steps and guidance: the request's, else the server's override, else those the version
+    was evaluated with (`registry.sampler`)."""
+    config = services.config
+    return sampling(
+        Sampler(body.steps, body.guidance),
+        Sampler(config.default_steps, config.default_guidance),
+        services.catalog.sampler(mid),
+    )
+
+
 def _size(services: Services, body: GenerateRequest, mid: str) -> tuple[int, int]:
     """The request's size for this version: its native size by default, never above its
     largest allowed side."""
-    steps = body.steps or services.config.default_steps
+    steps, _ = _sampling(services, body, mid)
     if steps > services.config.max_steps:
         raise Invalid(f"steps {steps} is above this server's limit of {services.config.max_steps}")
     limits = services.catalog.sizes(mid)
@@ -255,9 +267,10 @@ def _jobs(
     mid: str,
     base_seed: int,
     size: tuple[int, int],
+    sampling: tuple[int, float],
     ticket: Ticket,
 ) -> list[ImageJob]:
-    config = services.config
+    steps, guidance = sampling
     return [
         ImageJob(
             model_id=mid,
@@ -266,8 +279,8 @@ def _jobs(
             seed=base_seed + i,
             width=size[0],
             height=size[1],
-            steps=body.steps or config.default_steps,
-            guidance=body.guidance if body.guidance is not None else config.default_guidance,
+            steps=steps,
+            guidance=guidance,
             client=ticket.client,
             deadline=ticket.deadline,
             native=services.catalog.sizes(mid).native,  # read (and cached) by _size
@@ -289,7 +302,8 @@ async def _render(
     for this variant first (a full queue or a passed deadline is counted only)."""
     mid = model_id(body.brand, version)
     size = await asyncio.to_thread(_size, services, body, mid)
-    jobs = _jobs(services, body, mid, base_seed, size, ticket)
+    sampling = _sampling(services, body, mid)  # read (and cached) by _size
+    jobs = _jobs(services, body, mid, base_seed, size, sampling, ticket)
     started = time.perf_counter()
     try:
         rendered = await within(services.renderer.render(jobs), ticket)
@@ -302,7 +316,7 @@ async def _render(
         elapsed = time.perf_counter() - started
         await _record(services, body.brand, version, variant, rollout, elapsed, 0, None, [])
         raise
-    return Served(variant, version, rendered, size[0], size[1])
+    return Served(variant, version, rendered, size[0], size[1], *sampling)
 
 
 def _failed(err: Exception) -> Unavailable:

@@ -50,7 +50,8 @@ def build_services(root: Path, *, dev: bool = False, **config: Any) -> Any:
     upgrade(engine)
     sessions = session_factory(engine)
     return Services(
-        config=ServeConfig(dev=dev, default_steps=2, **config),
+        # 2 steps unless a test says otherwise: a server-wide override of every version's own
+        config=ServeConfig(**{"dev": dev, "default_steps": 2, **config}),
         sessions=sessions,
         store=AssetStore(str(root / "assets")),
         catalog=Catalog(ttl_s=0.0),

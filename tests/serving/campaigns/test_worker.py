@@ -269,6 +269,49 @@ def test_without_a_generation_size_items_draw_at_the_versions_native_size(
     assert sorted(drawn) == sorted([ratio_size("1:1", 32), ratio_size("16:9", 32)])
 
 
+def test_items_draw_with_the_sampler_the_version_was_evaluated_with_unless_told(
+    tmp_path, served_registry, engine
+):
+    spec = {
+        "brand": "acme",
+        "template": "{brand} banner {n}",
+        "variables": {"n": ["one", "two"]},
+        "ratios": ["1:1"],
+        "formats": ["png"],
+        "size": 64,
+        "generation_size": 32,
+    }
+    campaign, sessions, store, worker = _campaign(
+        tmp_path, served_registry, spec, lenient_kit(), engine
+    )
+    drawn: list[tuple[int, float]] = []
+    render = worker.render
+
+    def recording(jobs):
+        drawn.extend((j.steps, j.guidance) for j in jobs)
+        return render(jobs)
+
+    worker.render = recording
+    worker.default_steps = None  # no server-wide override: the version's own settings
+    worker.context_for = lambda model_id: BrandContext(kit=lenient_kit(), steps=3, guidance=1.0)
+    assert run_until_idle(worker, limit=4) == 2
+    assert drawn == [(3, 1.0), (3, 1.0)]
+    with sessions() as session:
+        rows = list(session.scalars(select(Asset)))
+    assert [(r.steps, r.guidance) for r in rows] == [(3, 1.0), (3, 1.0)]  # what was drawn
+
+    # a spec's own steps win, and a server-wide override wins over the version
+    (tmp_path / "b").mkdir()
+    campaign, sessions, store, worker = _campaign(
+        tmp_path / "b", served_registry, {**spec, "steps": 2}, lenient_kit(), engine
+    )
+    worker.render, drawn[:] = recording, []
+    worker.default_guidance = 1.5
+    worker.context_for = lambda model_id: BrandContext(kit=lenient_kit(), steps=3, guidance=1.0)
+    assert run_until_idle(worker, limit=4) == 2
+    assert drawn == [(2, 1.5), (2, 1.5)]
+
+
 def test_campaign_files_and_their_mp4_loop_carry_signed_c2pa_credentials(
     tmp_path, served_registry, engine, monkeypatch
 ):
