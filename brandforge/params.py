@@ -79,8 +79,8 @@ class EvidenceParams(_Section):
         min_length=1,
     )
     seeds: list[int] = Field(default_factory=lambda: list(range(8)), min_length=1)
-    num_inference_steps: int = Field(20, ge=1)
-    guidance_scale: float = Field(2.0, ge=0)
+    num_inference_steps: int = Field(20, ge=1, le=200)
+    guidance_scale: float = Field(1.0, ge=0, le=30, allow_inf_nan=False)
 
 
 class TrainParams(_Section):
@@ -97,7 +97,7 @@ class TrainParams(_Section):
     text_encoder_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"], min_length=1
     )
-    max_steps: int = Field(600, ge=1)
+    max_steps: int = Field(1800, ge=1)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -162,8 +162,10 @@ class EvalParams(_Section):
 
     # In the brand folder, so it is versioned with the brand's data (DVC).
     prompt_set: str = "prompt_set.yaml"
-    num_inference_steps: int = Field(20, ge=1)
-    guidance_scale: float = Field(2.0, ge=0)
+    # What the gate judges, and what serving draws the registered version with by default
+    # (registry/sampler.py): the same bounds as a request's.
+    num_inference_steps: int = Field(20, ge=1, le=200)
+    guidance_scale: float = Field(1.0, ge=0, le=30, allow_inf_nan=False)
     clip_model: str | None = Field(
         None, description="local CLIP folder (or cached HF id) for CLIPScore; null: not configured"
     )
