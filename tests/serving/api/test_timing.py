@@ -38,13 +38,18 @@ def stage_counts(text: str, brand: str) -> dict[str, float]:
     return counts
 
 
-def check_timing(header: str | None) -> dict[str, float]:
+def check_timing(header: str | None, images: int = 1) -> dict[str, float]:
     assert header is not None
     timing = parse_server_timing(header)
     assert list(timing) == [*STAGES, "total"]
     assert all(ms >= 0 for ms in timing.values())
-    # each part is rounded to 0.1 ms: together they may pass the total by that much each
-    assert sum(timing[s] for s in STAGES) <= timing["total"] + 0.05 * len(STAGES)
+    # The stages that run one after another fit in the total (each part is rounded to 0.1 ms:
+    # together they may pass it by that much each). `score` is summed over the images' scorings,
+    # which run beside encoding and storing (serving.delivery.deliver_live), so it is not part
+    # of that sum; each scoring still ends within the request.
+    in_turn = ("queue", "render", "encode", "store")
+    assert sum(timing[s] for s in in_turn) <= timing["total"] + 0.05 * len(in_turn)
+    assert timing["score"] <= timing["total"] * images + 0.05
     return timing
 
 
@@ -53,7 +58,7 @@ def test_a_generate_answer_says_where_its_time_went_and_metrics_count_the_stages
     before = stage_counts(api.client.get("/metrics", headers=api.auth("ops")).text, "acme")
     r = api.client.post("/v1/generate", json={**GEN, "n": 2}, headers=api.auth("app"))
     assert r.status_code == 200, r.text
-    timing = check_timing(r.headers.get("server-timing"))
+    timing = check_timing(r.headers.get("server-timing"), images=2)
     assert timing["render"] > 0 and timing["encode"] > 0 and timing["store"] > 0
     after = stage_counts(api.client.get("/metrics", headers=api.auth("ops")).text, "acme")
     assert set(after) == set(STAGES)
