@@ -73,8 +73,7 @@ class Catalog:
         self._context_for = context_for
         self._aliases: dict[str, tuple[float, dict[str, str | None]]] = {}
         self._contexts: dict[str, Any] = {}
-        self._sizes: dict[str, SizeLimits] = {}
-        self._samplers: dict[str, Any] = {}
+        self._versions: dict[str, tuple[SizeLimits, Any]] = {}  # sizes and sampler, per version
         self._lock = threading.Lock()
 
     # -- brands and aliases ---------------------------------------------------------------
@@ -144,32 +143,24 @@ class Catalog:
     def sizes(self, model_id: str) -> SizeLimits:
         """The version's native size, largest allowed side and cost limit (recorded at
         registration)."""
-        if model_id not in self._sizes:
-            self._sizes[model_id] = _read_sizes(model_id)
-        return self._sizes[model_id]
+        return self._version(model_id)[0]
 
     def sampler(self, model_id: str) -> Any:
         """The steps and guidance the version was evaluated with (`registry.sampler.Sampler`;
         None where it records none), which a request that names neither draws with."""
-        if model_id not in self._samplers:
-            self._samplers[model_id] = _read_sampler(model_id)
-        return self._samplers[model_id]
+        return self._version(model_id)[1]
+
+    def _version(self, model_id: str) -> tuple[SizeLimits, Any]:
+        # One registry read per version for both (a cold replica's first requests wait on it).
+        if model_id not in self._versions:
+            self._versions[model_id] = _read_version(model_id)
+        return self._versions[model_id]
 
 
-def _read_sampler(model_id: str) -> Any:
+def _read_version(model_id: str) -> tuple[SizeLimits, Any]:
+    """A version's sizes and evaluated sampler, from one registry read."""
     from registry.core import RegistryError, client, get_version
     from registry.sampler import sampler_of
-
-    name, version = model_id.rsplit("/", 1)
-    try:
-        info = get_version(client(), name, version)
-    except RegistryError as err:
-        raise NotFound(f"{model_id}: {err}") from None
-    return sampler_of(info.tags)
-
-
-def _read_sizes(model_id: str) -> SizeLimits:
-    from registry.core import RegistryError, client, get_version
 
     name, version = model_id.rsplit("/", 1)
     c = client()
@@ -177,7 +168,7 @@ def _read_sizes(model_id: str) -> SizeLimits:
         info = get_version(c, name, version)
     except RegistryError as err:
         raise NotFound(f"{model_id}: {err}") from None
-    return _sizes_of(c, info)
+    return _sizes_of(c, info), sampler_of(info.tags)
 
 
 def _sizes_of(c: Any, info: Any) -> SizeLimits:

@@ -218,8 +218,11 @@ def _sampling(services: Services, body: GenerateRequest, mid: str) -> tuple[int,
     """Steps and guidance: the request's, else the server's override, else those the version
     was evaluated with (`registry.sampler`)."""
     config = services.config
+    requested = Sampler(body.steps, body.guidance)
+    if requested.steps and requested.guidance is not None:
+        return requested.steps, requested.guidance  # no registry read needed
     return sampling(
-        Sampler(body.steps, body.guidance),
+        requested,
         Sampler(config.default_steps, config.default_guidance),
         services.catalog.sampler(mid),
     )
