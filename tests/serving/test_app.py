@@ -141,7 +141,10 @@ def server(
                 "check_every_s": 0.3,
                 "min_seconds": 0,
                 "min_requests": 2,
-                "max_p95_latency_ratio": 50.0,
+                # after `stop()`/`start()` the canary answers from cold replicas (5-15 s p95
+                # measured on 2026-12-05) against the warm champion: latency is judged in
+                # tests/serving/rollout, not here
+                "max_p95_latency_ratio": 1000.0,
             },
             # a killed campaign worker's items come back to the queue after this
             campaign_lease_s=5.0,
